@@ -1,0 +1,165 @@
+"""Command-line flag groups, each declared once and shared by the entry scripts.
+
+Defaults are the values of the seed commands in README.md, so a flag left out
+behaves as in the paper's runs. Every flag has a help text; `--help` lists them.
+"""
+import argparse
+
+from fine_tune.data import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS
+
+MODELS = ("bert",)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
+def new_parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def add_experiment_args(parser, required=True):
+    group = parser.add_argument_group("experiment")
+    group.add_argument("--experiment", required=required,
+                       help="experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
+    group.add_argument("--model", default="bert", choices=MODELS, help="model family")
+    group.add_argument("--task", default="mnli", choices=TASKS, help="GLUE task")
+    group.add_argument("--data_dir", default="data/fine_tune",
+                       help="folder holding <TASK>/<split>.tsv (MNLI/train.tsv, ...)")
+    group.add_argument("--exp_dir", default="exp", help="folder holding all experiment folders")
+    return group
+
+
+def add_device_arg(group, flag="--device_id", what="the model"):
+    group.add_argument(flag, type=int, default=-1,
+                       help=f"CUDA device index for {what}; -1 runs on the CPU")
+
+
+def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):
+    """AdamW, linear warmup/decay and clipping for one group of trainable parameters.
+    `prefix` is '' for the model and 'gate_' for LAD's gates, whose schedule defaults
+    to the model's (None here)."""
+    same = " (default: the model's)" if prefix else ""
+    group = parser.add_argument_group(f"optimisation of the {what}")
+    group.add_argument(f"--{prefix}lr", type=positive_float, default=lr, help="peak learning rate")
+    group.add_argument(f"--{prefix}beta1", type=probability, default=0.9, help="AdamW beta1")
+    group.add_argument(f"--{prefix}beta2", type=probability, default=0.999, help="AdamW beta2")
+    group.add_argument(f"--{prefix}eps", type=positive_float, default=1e-8, help="AdamW epsilon")
+    group.add_argument(f"--{prefix}weight_decay", type=non_negative_float, default=0.01,
+                       help="AdamW decoupled weight decay (not applied to biases and LayerNorm)")
+    group.add_argument(f"--{prefix}max_norm", type=positive_float, default=1.0,
+                       help="clip the gradient norm to this value")
+    group.add_argument(f"--{prefix}total_step", type=positive_int, default=total_step,
+                       help="training steps; the learning rate reaches 0 here" + same)
+    group.add_argument(f"--{prefix}warmup_step", type=non_negative_int, default=warmup_step,
+                       help="steps of linear warmup from 0, then linear decay" + same)
+    return group
+
+
+def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
+    group = parser.add_argument_group("training")
+    group.add_argument("--batch_size", type=positive_int, default=batch_size,
+                       help="examples per optimiser step (the effective batch, accumulation included)")
+    group.add_argument("--accum_step", type=positive_int, default=1,
+                       help="split each batch into this many micro-batches to save memory; "
+                            "must divide --batch_size")
+    group.add_argument("--ckpt_step", type=positive_int, default=ckpt_step,
+                       help="save model-<step>.pt every this many steps (and at the last step)")
+    group.add_argument("--log_step", type=positive_int, default=log_step,
+                       help="log losses and learning rates to tensorboard every this many steps")
+    group.add_argument("--dropout", type=probability, default=0.1,
+                       help="dropout of hidden states, attention and the classifier")
+    group.add_argument("--seed", type=int, default=42, help="random seed (weights, dropout, data order)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="delete the checkpoints and logs of an existing experiment of the same name")
+    add_device_arg(group)
+    return group
+
+
+def add_teacher_model_args(parser):
+    group = parser.add_argument_group("model and data")
+    group.add_argument("--ptrain_ver", default="bert-base-uncased",
+                       help="pre-trained model: a Hugging Face hub name or a local folder in "
+                            "Hugging Face format (works offline)")
+    group.add_argument("--dataset", default="train", choices=LABELED_SPLITS,
+                       help="split to train on")
+    group.add_argument("--num_class", type=positive_int, default=None,
+                       help=f"number of classes; must match the task ({NUM_CLASSES})")
+    group.add_argument("--max_seq_len", type=positive_int, default=128,
+                       help="pad or truncate each premise-hypothesis pair to this many tokens")
+    return group
+
+
+def add_eval_args(parser, splits, batch_size=512):
+    add_experiment_args(parser)
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--dataset", required=True, choices=splits, help="split to evaluate on")
+    group.add_argument("--batch_size", type=positive_int, default=batch_size,
+                       help="examples per forward pass")
+    add_device_arg(group)
+    return group
+
+
+def teacher_parser():
+    parser = new_parser("Fine-tune a pre-trained BERT teacher on a GLUE task.")
+    add_experiment_args(parser)
+    add_teacher_model_args(parser)
+    add_training_args(parser)
+    add_optimizer_args(parser, lr=3e-5, total_step=36816, warmup_step=10000)
+    return parser
+
+
+def eval_parser():
+    parser = new_parser("Evaluate every checkpoint of an experiment on a labelled split: "
+                        "accuracy and macro-F1 per checkpoint, and the best one.")
+    add_eval_args(parser, LABELED_SPLITS)
+    return parser
+
+
+def predict_parser():
+    parser = new_parser("Write the GLUE test-server submission file of one checkpoint.")
+    group = add_eval_args(parser, TEST_SPLITS, batch_size=256)
+    group.add_argument("--ckpt", type=non_negative_int, required=True,
+                       help="step of the checkpoint model-<ckpt>.pt to predict with")
+    return parser
+

@@ -1,0 +1,81 @@
+"""Models, tokenizers and devices.
+
+Every model is a transformers BertForSequenceClassification using PyTorch's
+scaled-dot-product attention; it returns logits and, when asked, the hidden states
+of every layer, which is all the distillation objectives need.
+"""
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers.utils import logging as hf_logging
+
+from fine_tune.data import LABELS
+from fine_tune.errors import UserError
+
+hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars say what matters
+
+ATTENTION = "sdpa"
+
+
+def resolve_device(device_id: int, flag: str = "--device_id") -> torch.device:
+    if device_id == -1:
+        return torch.device("cpu")
+    if device_id < -1:
+        raise UserError(f"{flag} {device_id}: use a CUDA device index or -1 for the CPU")
+    if not torch.cuda.is_available():
+        raise UserError(f"{flag} {device_id}: this machine has no CUDA device; use {flag} -1 "
+                        "to run on the CPU")
+    count = torch.cuda.device_count()
+    if device_id >= count:
+        names = ", ".join(f"{i} ({torch.cuda.get_device_name(i)})" for i in range(count))
+        raise UserError(f"{flag} {device_id}: this machine's CUDA devices are {names}; "
+                        f"use one of them or -1 for the CPU")
+    return torch.device("cuda", device_id)
+
+
+def _label_maps():
+    return {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}}
+
+
+def load_tokenizer(source):
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise UserError(_not_found(source, "tokenizer", error)) from None
+
+
+def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):
+    """A pre-trained BERT with a new classification head."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
+    try:
+        return BertForSequenceClassification.from_pretrained(
+            ptrain_ver, num_labels=num_labels, hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout, attn_implementation=ATTENTION, **_label_maps())
+    except (OSError, ValueError) as error:
+        raise UserError(_not_found(ptrain_ver, "model", error)) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def build_classifier(model_config: dict) -> BertForSequenceClassification:
+    """A model with the architecture saved in an experiment (weights come from a checkpoint)."""
+    return BertForSequenceClassification(
+        BertConfig.from_dict(model_config, attn_implementation=ATTENTION))
+
+
+def check_max_seq_len(max_seq_len: int, model_config) -> None:
+    limit = model_config.max_position_embeddings
+    if max_seq_len > limit:
+        raise UserError(f"--max_seq_len {max_seq_len} exceeds the model's position limit "
+                        f"({limit}); use --max_seq_len {limit} or less")
+
+
+def _not_found(source, what: str, error: Exception) -> str:
+    if Path(str(source)).exists():
+        return (f"--ptrain_ver {source}: cannot load a {what} from this folder ({error}); "
+                "it must be a Hugging Face model folder (config.json, weights, tokenizer files)")
+    return (f"--ptrain_ver {source} is neither a local folder nor downloadable from the "
+            f"Hugging Face hub ({type(error).__name__}); check the name and the network, or "
+            "pass a local Hugging Face model folder, which works offline")

@@ -1,0 +1,37 @@
+"""Teacher fine-tuning: a pre-trained BERT with a classification head, cross-entropy."""
+import shutil
+
+from transformers import set_seed
+
+from fine_tune.data import NUM_CLASSES, load_tokenized
+from fine_tune.experiment import Experiment
+from fine_tune.modeling import (check_max_seq_len, load_pretrained_classifier, load_tokenizer,
+                                resolve_device)
+from fine_tune.trainer import CrossEntropy, TrainingRun, check_training_args, train
+
+
+def fine_tune_teacher(args) -> None:
+    # Everything that can fail on bad input happens before the experiment folder exists.
+    check_training_args(args)
+    args.num_class = args.num_class or NUM_CLASSES[args.task]
+    experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
+    device = resolve_device(args.device_id)
+    tokenizer = load_tokenizer(args.ptrain_ver)
+    set_seed(args.seed)
+    model = load_pretrained_classifier(args.ptrain_ver, args.num_class, args.dropout)
+    check_max_seq_len(args.max_seq_len, model.config)
+    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
+
+    experiment.create(vars(args), overwrite=args.overwrite)
+    experiment.write_json("model_config.json", model.config.to_dict())
+    save_tokenizer(tokenizer, experiment)
+    train(TrainingRun(args, experiment, model.to(device), device, CrossEntropy(), data))
+
+
+def save_tokenizer(tokenizer, experiment: Experiment) -> None:
+    """Keep the tokenizer with the experiment so evaluation and students need nothing else."""
+    staging = experiment.path / ".tokenizer.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(experiment.path / "tokenizer", ignore_errors=True)
+    staging.rename(experiment.path / "tokenizer")

@@ -1,0 +1,211 @@
+"""The one training loop, shared by teacher fine-tuning and every distillation method.
+
+A method is an `Objective`: it turns the model's outputs (and a frozen teacher's, if
+any) into named loss terms, and may own trainable modules of its own (LAD's gates),
+which get their own optimiser, schedule, clipping and device. Everything else, from
+batching to checkpoints, is here, once.
+"""
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from fine_tune.data import NUM_CLASSES, TokenizedSplit
+from fine_tune.errors import UserError
+from fine_tune.experiment import Experiment
+
+
+class Objective(nn.Module):
+    """A method's loss. `forward` returns named, already weighted loss terms whose sum
+    is minimised; parameters registered on the objective are trained as a separate
+    group ("gate")."""
+    needs_hidden_states = False
+
+    def forward(self, student_out, teacher_out, labels) -> dict:
+        raise NotImplementedError
+
+
+class CrossEntropy(Objective):
+    """Plain fine-tuning: cross-entropy against the gold labels."""
+
+    def forward(self, student_out, teacher_out, labels):
+        return {"ce": nn.functional.cross_entropy(student_out.logits.float(), labels)}
+
+
+@dataclass
+class OptimizerSettings:
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    max_norm: float
+    total_step: int
+    warmup_step: int
+
+    @classmethod
+    def from_args(cls, args, prefix: str = "") -> "OptimizerSettings":
+        """Reads --lr ... or --gate_lr ...; a gate schedule left unset follows the model's."""
+        def get(name):
+            value = getattr(args, prefix + name)
+            return getattr(args, name) if value is None else value
+        return cls(**{name: get(name) for name in cls.__dataclass_fields__})
+
+
+class TrainableGroup:
+    """Parameters trained together: AdamW without decay on biases and LayerNorm, a
+    linear warmup/decay schedule, and gradient-norm clipping."""
+
+    def __init__(self, name: str, module: nn.Module, settings: OptimizerSettings):
+        self.name, self.settings = name, settings
+        no_decay = {id(p) for m in module.modules() if isinstance(m, nn.LayerNorm)
+                    for p in m.parameters(recurse=False)}
+        no_decay |= {id(p) for n, p in module.named_parameters() if n.endswith("bias")}
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in self.params if id(p) not in no_decay],
+             "weight_decay": settings.weight_decay},
+            {"params": [p for p in self.params if id(p) in no_decay], "weight_decay": 0.0},
+        ]
+        on_cuda = all(p.is_cuda for p in self.params)
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
+            fused=on_cuda or None)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, settings.warmup_step, settings.total_step)
+        self.grad_norm = torch.zeros(())
+
+    def step(self) -> None:
+        self.grad_norm = nn.utils.clip_grad_norm_(self.params, self.settings.max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+class BatchOrder:
+    """Shuffled batches, epoch after epoch, the last batch of an epoch possibly smaller.
+    Epoch e's permutation depends only on (seed, e), so (epoch, position) is the whole
+    state of the data order."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._permutation = None
+
+    def next_batch(self) -> torch.Tensor:
+        if self.position >= self.num_examples:
+            self.epoch, self.position, self._permutation = self.epoch + 1, 0, None
+        if self._permutation is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._permutation = torch.randperm(self.num_examples, generator=generator)
+        rows = self._permutation[self.position:self.position + self.batch_size]
+        self.position += len(rows)
+        return rows
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self._permutation = state["epoch"], state["position"], None
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run needs; methods build it and call `train`."""
+    args: object
+    experiment: Experiment
+    model: nn.Module                     # the model being trained, saved as model-<step>.pt
+    device: torch.device
+    objective: Objective
+    data: TokenizedSplit
+    teacher: nn.Module | None = None     # frozen; gets no gradients
+    teacher_device: torch.device | None = None
+
+
+def check_training_args(args) -> None:
+    """Flag combinations argparse cannot check on its own."""
+    if getattr(args, "num_class", None) is not None and args.num_class != NUM_CLASSES[args.task]:
+        raise UserError(f"--num_class {args.num_class} does not match --task {args.task}, which "
+                        f"has {NUM_CLASSES[args.task]} classes; use --num_class {NUM_CLASSES[args.task]}")
+    if args.batch_size % args.accum_step:
+        raise UserError(f"--batch_size {args.batch_size} is not divisible by --accum_step "
+                        f"{args.accum_step}; the effective batch is --batch_size, split into "
+                        "--accum_step equal micro-batches")
+    for prefix in ("", "gate_"):
+        total = getattr(args, prefix + "total_step", None)
+        warmup = getattr(args, prefix + "warmup_step", None)
+        if total is not None and warmup is not None and warmup > total:
+            raise UserError(f"--{prefix}warmup_step {warmup} is larger than --{prefix}total_step "
+                            f"{total}; the warmup must end within training")
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    pin = device.type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
+
+
+def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
+    """Forward passes of one micro-batch and the objective's loss terms."""
+    batch = run.data.batch(rows)
+    labels = batch.pop("labels")
+    hidden = run.objective.needs_hidden_states
+    outputs = run.model(**_to(batch, run.device), output_hidden_states=hidden)
+    teacher_outputs = None
+    if run.teacher is not None:
+        with torch.no_grad():
+            teacher_outputs = run.teacher(**_to(batch, run.teacher_device), output_hidden_states=hidden)
+    return run.objective(outputs, teacher_outputs, labels.to(run.device, non_blocking=True))
+
+
+def train(run: TrainingRun) -> None:
+    args, experiment = run.args, run.experiment
+    groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
+    if any(p.requires_grad for p in run.objective.parameters()):
+        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_")))
+    order = BatchOrder(len(run.data), args.batch_size, args.seed)
+    writer = SummaryWriter(experiment.path / "log")
+    run.model.train()
+    run.objective.train()
+    if run.teacher is not None:
+        run.teacher.eval()
+
+    total_step = args.total_step
+    sums = defaultdict(float)  # loss terms summed since the last log, left on the device
+    bar = tqdm(range(1, total_step + 1), desc=experiment.name, unit="step", dynamic_ncols=True)
+    for step in bar:
+        rows = order.next_batch()
+        for chunk in rows.tensor_split(args.accum_step):  # gradient accumulation
+            weight = len(chunk) / len(rows)                # each term is a micro-batch mean
+            terms = loss_terms(run, chunk)
+            sum(terms.values()).mul(weight).backward()     # one backward over the summed loss
+            for name, value in terms.items():
+                sums[name] += value.detach().float() * weight
+        for group in groups:
+            group.step()
+
+        if step % args.log_step == 0 or step == total_step:
+            # The only host synchronisation of the loop: read the sums every log_step.
+            since = args.log_step if step % args.log_step == 0 else step % args.log_step
+            means = {name: float(value) / since for name, value in sums.items()}
+            sums.clear()
+            for name, value in means.items():
+                writer.add_scalar(f"loss/{name}", value, step)
+            writer.add_scalar("loss/total", sum(means.values()), step)
+            for group in groups:
+                writer.add_scalar(f"lr/{group.name}", group.lr(), step)
+                writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
+            bar.set_postfix(loss=f"{sum(means.values()):.4f}", lr=f"{groups[0].lr():.2e}")
+        if step % args.ckpt_step == 0 or step == total_step:
+            experiment.save_checkpoint(run.model.state_dict(), step)
+            if len(groups) > 1:
+                experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+    bar.close()
+    writer.close()
+    print(f"done: {len(experiment.checkpoint_steps())} checkpoints in {experiment.path}")
