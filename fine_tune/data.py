@@ -4,6 +4,7 @@ GLUE's MNLI files are tab-separated with a header row and *no quoting*: sentence
 contain quote characters, so any CSV quoting rule would merge or split rows.
 """
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,13 @@ class TokenizedSplit:
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies everything about a tokenizer that changes the ids it produces."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        text = repr(sorted(tokenizer.get_vocab().items()))
+    else:  # the serialised pipeline, minus the per-call padding/truncation settings it records
+        pipeline = json.loads(backend.to_str())
+        pipeline.pop("padding", None)
+        pipeline.pop("truncation", None)
+        text = json.dumps(pipeline, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

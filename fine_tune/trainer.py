@@ -164,6 +164,19 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     return run.objective(outputs, teacher_outputs, labels.to(run.device, non_blocking=True))
 
 
+def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) -> dict:
+    """Backward over the batch `rows` in `accum_step` micro-batches; the gradients are those
+    of the full batch's mean loss. Returns the batch's loss terms (detached)."""
+    batch_terms = defaultdict(float)
+    for chunk in rows.tensor_split(accum_step):
+        weight = len(chunk) / len(rows)           # each term is a micro-batch mean
+        terms = loss_terms(run, chunk)
+        sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
+        for name, value in terms.items():
+            batch_terms[name] += value.detach().float() * weight
+    return batch_terms
+
+
 def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
     groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
@@ -180,13 +193,9 @@ def train(run: TrainingRun) -> None:
     sums = defaultdict(float)  # loss terms summed since the last log, left on the device
     bar = tqdm(range(1, total_step + 1), desc=experiment.name, unit="step", dynamic_ncols=True)
     for step in bar:
-        rows = order.next_batch()
-        for chunk in rows.tensor_split(args.accum_step):  # gradient accumulation
-            weight = len(chunk) / len(rows)                # each term is a micro-batch mean
-            terms = loss_terms(run, chunk)
-            sum(terms.values()).mul(weight).backward()     # one backward over the summed loss
-            for name, value in terms.items():
-                sums[name] += value.detach().float() * weight
+        terms = accumulate_gradients(run, order.next_batch(), args.accum_step)
+        for name, value in terms.items():
+            sums[name] += value
         for group in groups:
             group.step()
 

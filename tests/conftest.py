@@ -1,0 +1,53 @@
+"""Shared fixtures: a small MNLI-layout data set and a tiny BERT, made locally (no network)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert  # noqa: E402
+
+SIZES = {"train": 320, "dev_matched": 60, "dev_mismatched": 60,
+         "test_matched": 40, "test_mismatched": 50}
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """data/fine_tune/MNLI/*.tsv and a tiny pre-trained-format BERT folder, built once."""
+    root = tmp_path_factory.mktemp("assets")
+    data_dir = root / "data" / "fine_tune"
+    write_demo_mnli(data_dir, sizes=SIZES, seed=1)
+    bert = write_tiny_bert(root / "tiny-bert", demo_texts(data_dir), hidden_size=32,
+                           num_layers=4, num_heads=2, intermediate_size=64,
+                           max_position_embeddings=128)
+    return root, data_dir, Path(bert)
+
+
+@pytest.fixture
+def workdir(assets, tmp_path):
+    """A fresh working folder with the data (and its token cache) and the tiny BERT,
+    laid out as in the project root, so the seed commands run unchanged."""
+    root, data_dir, bert = assets
+    shutil.copytree(data_dir, tmp_path / "data" / "fine_tune")
+    os.symlink(bert, tmp_path / "tiny-bert")
+    return tmp_path
+
+
+def run_script(script: str, *flags, cwd, check=True) -> subprocess.CompletedProcess:
+    """Run a real entry script of the project, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, flags)], cwd=cwd,
+                            capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def flags(text: str) -> list[str]:
+    """Flags written as in the README's shell commands (backslash line continuations)."""
+    return text.replace("\\\n", " ").split()

@@ -1,0 +1,98 @@
+"""Pieces of the shared training loop."""
+import argparse
+
+import pytest
+import torch
+from torch import nn
+
+from fine_tune.data import load_tokenized
+from fine_tune.experiment import Experiment
+from fine_tune.modeling import load_pretrained_classifier, load_tokenizer
+from fine_tune.trainer import (BatchOrder, CrossEntropy, OptimizerSettings, TrainableGroup,
+                               TrainingRun, accumulate_gradients, train)
+
+
+def test_batch_order_visits_every_example_once_per_epoch():
+    order = BatchOrder(num_examples=10, batch_size=4, seed=3)
+    epochs = [[order.next_batch() for _ in range(3)] for _ in range(2)]
+    for batches in epochs:
+        assert [len(b) for b in batches] == [4, 4, 2]  # the last batch of an epoch is smaller
+        assert sorted(torch.cat(batches).tolist()) == list(range(10))
+    assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))  # reshuffled
+    again = BatchOrder(10, 4, seed=3)
+    assert torch.equal(again.next_batch(), epochs[0][0])
+    assert not torch.equal(BatchOrder(10, 4, seed=4).next_batch(), epochs[0][0])
+
+
+def test_batch_order_state_continues_the_same_sequence():
+    order = BatchOrder(10, 4, seed=0)
+    for _ in range(4):
+        order.next_batch()
+    resumed = BatchOrder(10, 4, seed=0)
+    resumed.load_state_dict(order.state_dict())
+    for _ in range(5):
+        assert torch.equal(order.next_batch(), resumed.next_batch())
+
+
+def test_no_weight_decay_on_biases_and_layer_norm():
+    module = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2, bias=False))
+    settings = OptimizerSettings(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.5,
+                                 max_norm=1.0, total_step=10, warmup_step=2)
+    group = TrainableGroup("model", module, settings)
+    decayed, plain = group.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.5 and plain["weight_decay"] == 0.0
+    assert {id(p) for p in decayed["params"]} == {id(module[0].weight), id(module[2].weight)}
+    assert {id(p) for p in plain["params"]} == {id(module[0].bias), id(module[1].weight),
+                                                id(module[1].bias)}
+
+
+def test_gate_settings_fall_back_to_the_model_schedule():
+    args = argparse.Namespace(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                              max_norm=1.0, total_step=100, warmup_step=10, gate_lr=5e-7,
+                              gate_beta1=0.8, gate_beta2=0.99, gate_eps=1e-6, gate_weight_decay=0.0,
+                              gate_max_norm=2.0, gate_total_step=None, gate_warmup_step=None)
+    gate = OptimizerSettings.from_args(args, "gate_")
+    assert (gate.lr, gate.beta1, gate.max_norm, gate.weight_decay) == (5e-7, 0.8, 2.0, 0.0)
+    assert (gate.total_step, gate.warmup_step) == (100, 10)
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient(workdir):
+    """--accum_step only splits the batch: the gradient is the full batch's (dropout off)."""
+    torch.manual_seed(0)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
+    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
+    run = TrainingRun(None, None, model, torch.device("cpu"), CrossEntropy(), data)
+    rows = torch.arange(10)  # 10 examples in 4 micro-batches of unequal sizes (3, 3, 2, 2)
+    results = []
+    for accum_step in (1, 4):
+        model.zero_grad()
+        terms = accumulate_gradients(run, rows, accum_step)
+        results.append((float(terms["ce"]), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (full_loss, full_grads), (split_loss, split_grads) = results
+    assert split_loss == pytest.approx(full_loss, rel=1e-5)
+    expected = nn.functional.cross_entropy(model(**{k: v for k, v in data.batch(rows).items()
+                                                    if k != "labels"}).logits, data.labels[rows])
+    assert full_loss == pytest.approx(float(expected.detach()), rel=1e-5)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(split_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert full_grads["classifier.weight"].abs().sum() > 0
+
+
+def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
+    args = argparse.Namespace(batch_size=8, accum_step=2, lr=1e-3, beta1=0.9, beta2=0.999,
+                              eps=1e-8, weight_decay=0.01, max_norm=1.0, total_step=3,
+                              warmup_step=1, log_step=2, ckpt_step=2, seed=0)
+    torch.manual_seed(0)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.1)
+    start = model.classifier.weight.detach().clone()
+    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
+    experiment = Experiment(workdir / "exp", "unit", "bert", "mnli")
+    experiment.create({"total_step": 3}, overwrite=False)
+    train(TrainingRun(args, experiment, model, torch.device("cpu"), CrossEntropy(), data))
+    assert experiment.checkpoint_steps() == [2, 3]
+    final = experiment.load_checkpoint(3)
+    assert torch.equal(final["classifier.weight"], model.classifier.weight)
+    assert not torch.equal(final["classifier.weight"], start)
+    assert not torch.equal(experiment.load_checkpoint(2)["classifier.weight"], final["classifier.weight"])
