@@ -19,8 +19,14 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{action.help} (default: %(default)s)"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the bad flag, instead of argparse's usage dump."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def new_parser(description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    return _Parser(description=description, formatter_class=_HelpFormatter)
 
 
 def positive_int(text: str) -> int:

@@ -1,0 +1,107 @@
+"""Bad input through the real entry scripts: one line on stderr naming the fix, exit
+status 2, no traceback, and nothing written under exp/."""
+import pytest
+
+from conftest import flags, run_script
+
+TEACHER = ("--experiment teacher_base --model bert --ptrain_ver tiny-bert --task mnli "
+           "--dataset train --num_class 3 --batch_size 32 --ckpt_step 5 --log_step 2 "
+           "--max_seq_len 128 --device_id -1 --total_step 4 --warmup_step 1")
+
+
+def with_flag(command: str, **changes) -> list[str]:
+    """The command with some flags replaced (value None removes the flag)."""
+    given = flags(command)
+    pairs = dict(zip(given[::2], given[1::2]))
+    for name, value in changes.items():
+        pairs.pop(f"--{name}", None)
+        if value is not None:
+            pairs[f"--{name}"] = str(value)
+    return [item for pair in pairs.items() for item in pair]
+
+
+def assert_clean_failure(result, *expected):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for text in expected:
+        assert text in last, last
+
+
+def exp_files(workdir):
+    return sorted(p.relative_to(workdir) for p in (workdir / "exp").rglob("*")) \
+        if (workdir / "exp").exists() else []
+
+
+TEACHER_CASES = {
+    "cuda id on a machine without CUDA": (dict(device_id=1), ["--device_id 1", "--device_id -1"]),
+    "num_class does not match the task": (dict(num_class=2), ["--num_class 2", "use --num_class 3"]),
+    "warmup longer than training": (dict(warmup_step=9), ["--warmup_step 9", "--total_step 4"]),
+    "batch not divisible by accumulation": (dict(accum_step=5), ["--batch_size 32", "--accum_step 5"]),
+    "unknown pre-trained model": (dict(ptrain_ver="no-such-bert-xyz"),
+                                  ["no-such-bert-xyz", "local Hugging Face model folder"]),
+    "sequence longer than the position limit": (dict(max_seq_len=512), ["--max_seq_len 512", "(128)"]),
+    "unknown dataset name": (dict(dataset="dev"), ["--dataset", "invalid choice: 'dev'", "--help"]),
+    "unknown task": (dict(task="qnli"), ["--task", "invalid choice: 'qnli'"]),
+    "negative step count": (dict(total_step=-3), ["--total_step", "positive integer"]),
+}
+
+
+@pytest.mark.parametrize("case", TEACHER_CASES)
+def test_teacher_bad_flags(workdir, case):
+    changes, expected = TEACHER_CASES[case]
+    result = run_script("run_fine_tune.py", *with_flag(TEACHER, **changes), cwd=workdir, check=False)
+    assert_clean_failure(result, *expected)
+    assert exp_files(workdir) == []
+
+
+def test_missing_data_prints_the_download_command(workdir):
+    result = run_script("run_fine_tune.py", *with_flag(TEACHER, data_dir="nowhere"), cwd=workdir,
+                        check=False)
+    assert_clean_failure(result, "nowhere/MNLI/train.tsv not found",
+                         "python -m fine_tune.download --data_dir nowhere")
+    assert exp_files(workdir) == []
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("0\t1\t2\tfiction\ta\tb\tc\td\tpremise\thypothesis\tneutral", "found 11"),
+    ("0\t1\t2\tfiction\ta\tb\tc\td\tpremise\thypothesis\tneutral\tneutrall", "unknown label 'neutrall'"),
+])
+def test_bad_training_row_names_file_and_line(workdir, line, expected):
+    path = workdir / "data" / "fine_tune" / "MNLI" / "train.tsv"
+    lines = path.read_text().splitlines()
+    lines[6] = line
+    path.write_text("\n".join(lines) + "\n")
+    result = run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir, check=False)
+    assert_clean_failure(result, "data/fine_tune/MNLI/train.tsv:7:", expected)
+    assert exp_files(workdir) == []
+
+
+def test_existing_experiment_is_never_mixed_with_a_new_run(workdir):
+    run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "exp").rglob("*.pt")}
+    result = run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir, check=False)
+    assert_clean_failure(result, "already has checkpoints (steps 4)", "--overwrite")
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "exp").rglob("*.pt")} == before
+    # --overwrite starts afresh: the old checkpoints are replaced by the new run's.
+    run_script("run_fine_tune.py", *with_flag(TEACHER, total_step=2, warmup_step=0),
+               "--overwrite", cwd=workdir)
+    assert sorted(p.name for p in (workdir / "exp").rglob("*.pt")) == ["model-2.pt"]
+
+
+def test_evaluation_and_prediction_errors(workdir):
+    result = run_script("run_fine_tune_eval.py", *flags(
+        "--experiment nope --model bert --task mnli --dataset dev_matched --device_id -1"),
+        cwd=workdir, check=False)
+    assert_clean_failure(result, "no experiment at exp/nope_bert_mnli")
+    run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
+    result = run_script("generate_test_prediction.py", *flags(
+        "--experiment teacher_base --model bert --task mnli --dataset test_matched --ckpt 38000 "
+        "--device_id -1"), cwd=workdir, check=False)
+    assert_clean_failure(result, "model-38000.pt not found", "checkpoints at steps 4", "--ckpt")
+    assert not (workdir / "exp" / "teacher_base_bert_mnli" / "predictions").exists()
+    result = run_script("generate_test_prediction.py", *flags(
+        "--experiment teacher_base --model bert --task mnli --dataset dev_matched --ckpt 4"),
+        cwd=workdir, check=False)
+    assert_clean_failure(result, "--dataset", "invalid choice: 'dev_matched'")
