@@ -104,6 +104,8 @@ def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None
 
 def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group = parser.add_argument_group("training")
+    group.add_argument("--dataset", default="train", choices=LABELED_SPLITS,
+                       help="split to train on")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
                        help="examples per optimiser step (the effective batch, accumulation included)")
     group.add_argument("--accum_step", type=positive_int, default=1,
@@ -127,13 +129,90 @@ def add_teacher_model_args(parser):
     group.add_argument("--ptrain_ver", default="bert-base-uncased",
                        help="pre-trained model: a Hugging Face hub name or a local folder in "
                             "Hugging Face format (works offline)")
-    group.add_argument("--dataset", default="train", choices=LABELED_SPLITS,
-                       help="split to train on")
     group.add_argument("--num_class", type=positive_int, default=None,
                        help=f"number of classes; must match the task ({NUM_CLASSES})")
     group.add_argument("--max_seq_len", type=positive_int, default=128,
                        help="pad or truncate each premise-hypothesis pair to this many tokens")
     return group
+
+
+def index_list(text: str) -> list[int]:
+    """'2,4,6' -> [2, 4, 6] (1-based layer indices)."""
+    try:
+        values = [int(item) for item in text.replace(" ", "").split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers such as 2,4,6; "
+                                         f"got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one layer number")
+    return values
+
+
+def add_teacher_ref_args(parser):
+    group = parser.add_argument_group("teacher (a fine-tuned experiment)")
+    group.add_argument("--teacher_exp", required=True,
+                       help="experiment name of the fine-tuned teacher (its --experiment)")
+    group.add_argument("--tmodel", default="bert", choices=MODELS, help="the teacher's --model")
+    group.add_argument("--tckpt", type=non_negative_int, required=True,
+                       help="step of the teacher checkpoint model-<tckpt>.pt")
+    add_device_arg(group, "--tdevice_id", "the frozen teacher")
+    return group
+
+
+def add_student_args(parser):
+    group = parser.add_argument_group("student architecture and initialisation")
+    group.add_argument("--num_hidden_layers", type=positive_int, default=6,
+                       help="transformer layers of the student")
+    group.add_argument("--d_model", type=positive_int, default=768,
+                       help="hidden size; must equal the teacher's, whose layers initialise the student")
+    group.add_argument("--d_ff", type=positive_int, default=3072, help="feed-forward inner size")
+    group.add_argument("--num_attention_heads", type=positive_int, default=12,
+                       help="attention heads per layer")
+    group.add_argument("--type_vocab_size", type=positive_int, default=2,
+                       help="token-type (segment) vocabulary size")
+    group.add_argument("--student_init", default="even", choices=("even", "first"),
+                       help="pre-trained layers copied into the student: 'even' takes layer i*k "
+                            "(k = teacher layers // student layers) for student layer i, 'first' "
+                            "takes layers 1..n")
+    group.add_argument("--init_embeddings", default="copy", choices=("copy", "random"),
+                       help="'copy' the pre-trained word, position and token-type embeddings (and "
+                            "their LayerNorm) into the student; 'random' keeps them random, as the "
+                            "authors' code does")
+    return group
+
+
+def add_distillation_loss_args(parser, mu=500.0):
+    group = parser.add_argument_group("distillation loss")
+    group.add_argument("--softmax_temp", type=positive_float, default=10.0,
+                       help="temperature T of the soft-target KL term (scaled by T^2)")
+    group.add_argument("--soft_weight", type=non_negative_float, default=0.5,
+                       help="weight of KL(teacher/T || student/T)")
+    group.add_argument("--hard_weight", type=non_negative_float, default=0.5,
+                       help="weight of the cross-entropy with the gold labels")
+    group.add_argument("--mu", type=non_negative_float, default=mu,
+                       help="weight of the hidden-state loss, shared by the student's layers "
+                            "(each matched layer's MSE is weighted mu / num_hidden_layers)")
+    return group
+
+
+def add_gate_args(parser, lr=5e-7):
+    group = add_optimizer_args(parser, prefix="gate_", what="gates", lr=lr)
+    add_device_arg(group, "--gate_device_id", "the gates")
+    return group
+
+
+def student_parser(description: str, gates: bool = False, mu: float = 500.0, lr: float = 1e-4):
+    """The flags every distillation script shares; scripts add their method's own."""
+    parser = new_parser(description)
+    add_experiment_args(parser)
+    add_teacher_ref_args(parser)
+    add_student_args(parser)
+    add_training_args(parser, ckpt_step=2000, log_step=200)
+    add_optimizer_args(parser, lr=lr, total_step=49088, warmup_step=4908)
+    if gates:
+        add_gate_args(parser)
+    add_distillation_loss_args(parser, mu=mu)
+    return parser
 
 
 def add_eval_args(parser, splits, batch_size=512):
@@ -169,3 +248,19 @@ def predict_parser():
                        help="step of the checkpoint model-<ckpt>.pt to predict with")
     return parser
 
+
+
+def probing_parser():
+    parser = student_parser("Partial LAD: gate only the teacher layers named by --gate_indices "
+                            "and match the remaining student layers to raw teacher layers.",
+                            gates=True, lr=1e-4)
+    group = parser.add_argument_group("probing")
+    group.add_argument("--probing_exp", default="partial_lad", choices=("partial_lad",),
+                       help="probing experiment to run")
+    group.add_argument("--gate_indices", type=index_list, default=[2, 4, 6, 8, 10],
+                       help="teacher layers (1-based, comma-separated, increasing) whose gated "
+                            "aggregates A_i are distilled")
+    group.add_argument("--student_indices", type=index_list, default=[1, 2, 3, 4, 5, 6],
+                       help="student layers (1-based); the first len(--gate_indices) are matched "
+                            "to those aggregates, and initialised from those pre-trained layers")
+    return parser

@@ -28,6 +28,10 @@ class Objective(nn.Module):
     def forward(self, student_out, teacher_out, labels) -> dict:
         raise NotImplementedError
 
+    def clip_units(self) -> list[list]:
+        """Parameter lists whose gradient norms are clipped separately."""
+        return [list(self.parameters())]
+
 
 class CrossEntropy(Objective):
     """Plain fine-tuning: cross-entropy against the gold labels."""
@@ -60,12 +64,14 @@ class TrainableGroup:
     """Parameters trained together: AdamW without decay on biases and LayerNorm, a
     linear warmup/decay schedule, and gradient-norm clipping."""
 
-    def __init__(self, name: str, module: nn.Module, settings: OptimizerSettings):
+    def __init__(self, name: str, module: nn.Module, settings: OptimizerSettings,
+                 clip_units: list[list] | None = None):
         self.name, self.settings = name, settings
         no_decay = {id(p) for m in module.modules() if isinstance(m, nn.LayerNorm)
                     for p in m.parameters(recurse=False)}
         no_decay |= {id(p) for n, p in module.named_parameters() if n.endswith("bias")}
         self.params = [p for p in module.parameters() if p.requires_grad]
+        self.clip_units = clip_units or [self.params]
         groups = [
             {"params": [p for p in self.params if id(p) not in no_decay],
              "weight_decay": settings.weight_decay},
@@ -80,7 +86,8 @@ class TrainableGroup:
         self.grad_norm = torch.zeros(())
 
     def step(self) -> None:
-        self.grad_norm = nn.utils.clip_grad_norm_(self.params, self.settings.max_norm)
+        norms = [nn.utils.clip_grad_norm_(unit, self.settings.max_norm) for unit in self.clip_units]
+        self.grad_norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -181,7 +188,8 @@ def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
     groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
     if any(p.requires_grad for p in run.objective.parameters()):
-        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_")))
+        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
+                                     run.objective.clip_units()))
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
     writer = SummaryWriter(experiment.path / "log")
     run.model.train()

@@ -51,3 +51,24 @@ def run_script(script: str, *flags, cwd, check=True) -> subprocess.CompletedProc
 def flags(text: str) -> list[str]:
     """Flags written as in the README's shell commands (backslash line continuations)."""
     return text.replace("\\\n", " ").split()
+
+
+@pytest.fixture(scope="session")
+def deep_bert(assets):
+    """A 12-layer tiny BERT, so the seed's layer indices (12 -> 6 layers) apply unchanged."""
+    root, data_dir, _ = assets
+    return Path(write_tiny_bert(root / "tiny-bert-12", demo_texts(data_dir), hidden_size=32,
+                                num_layers=12, num_heads=2, intermediate_size=64,
+                                max_position_embeddings=128))
+
+
+def seed_flags(command: str, **changes) -> list[str]:
+    """A README/seed command's flags with some values replaced (None drops the flag)."""
+    given = flags(command)
+    pairs = dict(zip(given[::2], given[1::2]))
+    for name, value in changes.items():
+        if value is None:
+            pairs.pop(f"--{name}", None)
+        else:
+            pairs[f"--{name}"] = str(value)
+    return [item for pair in pairs.items() for item in pair]

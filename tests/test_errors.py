@@ -2,22 +2,11 @@
 status 2, no traceback, and nothing written under exp/."""
 import pytest
 
-from conftest import flags, run_script
+from conftest import flags, run_script, seed_flags as with_flag
 
 TEACHER = ("--experiment teacher_base --model bert --ptrain_ver tiny-bert --task mnli "
            "--dataset train --num_class 3 --batch_size 32 --ckpt_step 5 --log_step 2 "
            "--max_seq_len 128 --device_id -1 --total_step 4 --warmup_step 1")
-
-
-def with_flag(command: str, **changes) -> list[str]:
-    """The command with some flags replaced (value None removes the flag)."""
-    given = flags(command)
-    pairs = dict(zip(given[::2], given[1::2]))
-    for name, value in changes.items():
-        pairs.pop(f"--{name}", None)
-        if value is not None:
-            pairs[f"--{name}"] = str(value)
-    return [item for pair in pairs.items() for item in pair]
 
 
 def assert_clean_failure(result, *expected):

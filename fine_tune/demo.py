@@ -1,0 +1,85 @@
+"""`make demo`: the seed pipeline of README.md at toy scale, on the CPU, offline.
+
+It writes a small learnable NLI data set in GLUE's MNLI layout and a tiny BERT (random
+weights, WordPiece vocabulary trained on the demo text) under demo/, then runs the same
+entry-point functions as the README's commands, with small sizes and step counts:
+teacher fine-tuning, evaluation of every checkpoint on dev_matched and dev_mismatched,
+test-set submission files, and a final table of accuracies per model.
+"""
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from fine_tune.cli import eval_parser, predict_parser, teacher_parser
+from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert
+from fine_tune.errors import run_cli
+from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
+from fine_tune.teacher import fine_tune_teacher
+
+TEACHER_FLAGS = """--experiment teacher_base --model bert --ptrain_ver {bert} --task mnli
+    --dataset train --num_class 3 --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999
+    --ckpt_step 200 --dropout 0.1 --eps 1e-8 --log_step 50 --lr 5e-4 --max_norm 1.0
+    --max_seq_len 64 --device_id -1 --seed 42 --total_step 600 --warmup_step 60
+    --weight_decay 0.01"""
+
+# (table label, experiment, script, parser, entry function, flags)
+MODELS = [
+    ("teacher (4 layers)", "teacher_base", "run_fine_tune.py", teacher_parser, fine_tune_teacher,
+     TEACHER_FLAGS),
+]
+
+
+def run(script: str, parser, function, flags: str, common: str):
+    """What `python <script> <flags> <common>` does, in this process (imports only once)."""
+    argv = shlex.split(flags) + shlex.split(common)
+    print(f"\n$ python {script} {' '.join(argv)}", flush=True)
+    return function(parser().parse_args(argv))
+
+
+def demo(args) -> None:
+    started = time.time()
+    root = Path(args.demo_dir)
+    data_dir, bert, exp_dir = root / "data", root / "bert-tiny", root / "exp"
+    if not (data_dir / "MNLI" / "train.tsv").is_file():
+        counts = write_demo_mnli(data_dir)
+        print(f"wrote demo MNLI to {data_dir}/MNLI: {counts}")
+    if not (bert / "config.json").is_file():
+        write_tiny_bert(bert, demo_texts(data_dir))
+        print(f"wrote a tiny BERT (random weights, demo vocabulary) to {bert}")
+    paths = f"--data_dir {data_dir} --exp_dir {exp_dir}"
+
+    table = []
+    for label, experiment, script, parser, function, flags in MODELS:
+        run(script, parser, function, flags.format(bert=bert), f"{paths} --overwrite")
+        row = {"model": label}
+        for dataset in ("dev_matched", "dev_mismatched"):
+            eval_flags = f"--experiment {experiment} --model bert --task mnli --dataset {dataset} " \
+                         "--batch_size 512 --device_id -1"
+            results = run("run_fine_tune_eval.py", eval_parser, evaluate_checkpoints,
+                          eval_flags, paths)
+            row[dataset] = results["accuracy"].iloc[-1]  # the last checkpoint, not a dev-picked one
+        for dataset in ("test_matched", "test_mismatched"):
+            run("generate_test_prediction.py", predict_parser, write_test_predictions,
+                f"--experiment {experiment} --model bert --task mnli --dataset {dataset} "
+                f"--batch_size 256 --ckpt {int(results['step'].iloc[-1])} --device_id -1", paths)
+        table.append(row)
+
+    print(f"\nDemo results (accuracy of each model's last checkpoint; chance is 0.33), "
+          f"{time.time() - started:.0f} s in all:")
+    print(f"{'model':<24}{'dev_matched':>14}{'dev_mismatched':>16}")
+    for row in table:
+        print(f"{row['model']:<24}{row['dev_matched']:>14.4f}{row['dev_mismatched']:>16.4f}")
+    print(f"\nExperiments, checkpoints, results and submission files are in {exp_dir}/")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo_dir", default="demo",
+                        help="folder for the demo's data, tiny BERT and experiments")
+    run_cli(demo, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

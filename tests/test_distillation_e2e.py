@@ -1,0 +1,155 @@
+"""The seed's distillation commands through the real entry scripts, then evaluation and
+submission files for each student. Only model sizes, step counts and devices differ from
+README.md's commands (a 12-layer, 32-wide teacher keeps the seed's layer indices valid)."""
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import flags, run_script, seed_flags
+
+TEACHER = """--experiment teacher_base --model bert --ptrain_ver tiny-bert-12 --task mnli
+  --dataset train --num_class 3 --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999
+  --ckpt_step 3000 --dropout 0.1 --eps 1e-8 --log_step 500 --lr 3e-5 --max_norm 1.0
+  --max_seq_len 128 --device_id 1 --seed 42 --total_step 36816 --warmup_step 10000
+  --weight_decay 0.01"""
+
+LAD = r"""--tmodel bert --teacher_exp teacher_base --tckpt 36816 --experiment LAD_soft_4_6
+--model bert --task mnli --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999
+--gate_beta1 0.9 --gate_beta2 0.999 --ckpt_step 2000 --d_ff 3072 --d_model 768 --dropout 0.1
+--eps 1e-8 --log_step 200 --lr 1e-4 --gate_lr 5e-7 --max_norm 1.0 --gate_max_norm 1.0
+--num_attention_heads 12 --num_hidden_layers 6 --type_vocab_size 2 --total_step 49088
+--warmup_step 4908 --gate_total_step 49088 --gate_warmup_step 4908 --weight_decay 0.01
+--gate_weight_decay 0.01 --seed 42 --device_id 0 --tdevice_id 0 --gate_device_id 0
+--softmax_temp 10 --soft_weight 0.5 --hard_weight 0.5 --mu 500"""
+
+LAD_NO = r"""--teacher_exp teacher_base --tmodel bert --tckpt 36816 --experiment LAD_NO_soft_1_42
+--model bert --task mnli --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999
+--gate_beta1 0.9 --gate_beta2 0.999 --ckpt_step 2000 --d_ff 3072 --d_model 768 --dropout 0.1
+--eps 1e-8 --gate_eps 1e-8 --log_step 200 --lr 5e-5 --gate_lr 1e-6 --max_norm 1.0
+--gate_max_norm 1.0 --num_attention_heads 12 --num_hidden_layers 6 --total_step 49088
+--warmup_step 4908 --gate_total_step 49088 --gate_warmup_step 4908 --type_vocab_size 2
+--weight_decay 0.01 --gate_weight_decay 0.01 --device_id 0 --tdevice_id 0 --gate_device_id 0
+--seed 42 --softmax_temp 10 --soft_weight 0.5 --hard_weight 0.5 --mu 500"""
+
+PARTIAL = r"""--probing_exp partial_lad --teacher_exp teacher_base --tmodel bert --tckpt 36816
+--experiment partial_LAD_5_42 --model bert --task mnli --accum_step 1 --batch_size 32
+--beta1 0.9 --beta2 0.999 --ckpt_step 2000 --d_ff 3072 --d_model 768 --dropout 0.1 --eps 1e-8
+--log_step 200 --lr 1e-4 --gate_lr 1e-6 --max_norm 1.0 --gate_max_norm 1.0
+--num_attention_heads 12 --num_hidden_layers 6 --type_vocab_size 2 --total_step 49088
+--warmup_step 4908 --gate_total_step 49088 --gate_warmup_step 4908 --weight_decay 0.01
+--device_id 0 --tdevice_id 0 --gate_device_id 0 --gate_beta1 0.9 --gate_beta2 0.999
+--gate_eps 1e-8 --gate_weight_decay 0.01 --seed 42 --gate_indices 2,4,6,8,10
+--student_indices 1,2,3,4,5,6 --softmax_temp 10 --soft_weight 0.5 --hard_weight 0.5 --mu 500"""
+
+SMALL = dict(d_ff=64, d_model=32, num_attention_heads=2, total_step=5, warmup_step=1,
+             gate_total_step=5, gate_warmup_step=1, ckpt_step=2, log_step=1, device_id=-1,
+             tdevice_id=-1, gate_device_id=-1, tckpt=4)
+
+STUDENTS = {
+    "LAD_soft_4_6": ("run_lad_distil.py", LAD, 11),
+    "LAD_NO_soft_1_42": ("run_lad_no_distil.py", LAD_NO, 6),
+    "partial_LAD_5_42": ("run_probing_lad.py", PARTIAL, 9),
+}
+
+
+@pytest.fixture(scope="module")
+def work(assets, deep_bert, tmp_path_factory):
+    root, data_dir, _ = assets
+    work = tmp_path_factory.mktemp("distil")
+    shutil.copytree(data_dir, work / "data" / "fine_tune")
+    (work / "tiny-bert-12").symlink_to(deep_bert)
+    run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=4, warmup_step=1, ckpt_step=2,
+                                                log_step=2, lr=1e-3, device_id=-1), cwd=work)
+    return work
+
+
+@pytest.mark.parametrize("experiment", STUDENTS)
+def test_seed_distillation_command_trains_a_student(work, experiment):
+    script, command, gates = STUDENTS[experiment]
+    result = run_script(script, *seed_flags(command, **SMALL), cwd=work)
+    folder = work / "exp" / f"{experiment}_bert_mnli"
+    assert sorted(p.name for p in folder.glob("*.pt")) == \
+        ["gate-2.pt", "gate-4.pt", "gate-5.pt", "model-2.pt", "model-4.pt", "model-5.pt"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["max_seq_len"] == 128 and config["ptrain_ver"] == "tiny-bert-12"
+    assert config["num_hidden_layers"] == 6 and config["mu"] == 500
+    model_config = json.loads((folder / "model_config.json").read_text())
+    assert (model_config["num_hidden_layers"], model_config["hidden_size"]) == (6, 32)
+    gate_config = json.loads((folder / "gate_config.json").read_text())
+    assert gate_config["num_gates"] == gates
+    gate_state = torch.load(folder / "gate-5.pt", weights_only=True)
+    assert gate_state["gates.0.norm.weight"].shape == (128, 32)
+    assert sum(1 for name in gate_state if name.endswith("linear.weight")) == gates
+    # The gates were trained: their state moved between checkpoints.
+    assert not torch.equal(torch.load(folder / "gate-2.pt", weights_only=True)["gates.0.linear.weight"],
+                           gate_state["gates.0.linear.weight"])
+    assert "5/5" in result.stderr
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder / "log"))
+    events.Reload()
+    assert {"loss/hard", "loss/soft", "loss/total", "lr/model", "lr/gate",
+            *(f"loss/hidden_{j}" for j in range(1, 7))} <= set(events.Tags()["scalars"])
+
+    # The same evaluation and prediction commands as for the teacher.
+    run_script("run_fine_tune_eval.py", *flags(f"--experiment {experiment} --model bert --task mnli "
+                                               "--dataset dev_matched --batch_size 512 --device_id -1"),
+               cwd=work)
+    results = pd.read_csv(folder / "results_dev_matched.csv")
+    assert list(results["step"]) == [2, 4, 5]
+    run_script("generate_test_prediction.py", *flags(
+        f"--experiment {experiment} --model bert --task mnli --dataset test_mismatched "
+        "--batch_size 256 --ckpt 4 --device_id -1"), cwd=work)
+    lines = (folder / "predictions" / "4" / "MNLI-mm.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 51
+
+
+def test_teacher_is_frozen_and_gets_no_gradient(work):
+    """One step of LAD's loss: gradients reach the student and the gates, not the teacher."""
+    import argparse
+    from fine_tune.data import load_tokenized
+    from fine_tune.distillation import load_teacher
+    from fine_tune.lad import GatedObjective, lad_targets
+    from fine_tune.modeling import build_classifier, load_tokenizer
+    from fine_tune.trainer import TrainingRun, accumulate_gradients
+
+    args = argparse.Namespace(exp_dir=work / "exp", teacher_exp="teacher_base", tmodel="bert",
+                              task="mnli", tckpt=4, hard_weight=0.5, soft_weight=0.5,
+                              softmax_temp=10.0, mu=500.0)
+    experiment, teacher, config = load_teacher(args)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    student_config = teacher.config.to_dict() | {"num_hidden_layers": 6}
+    student = build_classifier(student_config)
+    cpu = torch.device("cpu")
+    objective = GatedObjective(args, lad_targets(12, 6), cpu, cpu, 32, 128)
+    data = load_tokenized(work / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(experiment.path / "tokenizer"), 128)
+    before = {n: p.clone() for n, p in teacher.named_parameters()}
+    run = TrainingRun(None, None, student, cpu, objective, data, teacher, cpu)
+    accumulate_gradients(run, torch.arange(4), 1)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
+    assert student.classifier.weight.grad.abs().sum() > 0
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(tckpt=36816), "teacher checkpoint exp/teacher_base_bert_mnli/model-36816.pt not found; "
+                        "teacher_base_bert_mnli has checkpoints at steps 2, 4"),
+    (dict(teacher_exp="teacher_large"), "teacher experiment exp/teacher_large_bert_mnli not found"),
+    (dict(d_model=64, num_attention_heads=2), "--d_model 64 differs from the teacher's hidden size 32"),
+    (dict(gate_indices="2,4,14"), "--gate_indices 2,4,14: layer numbers run from 1 to 12"),
+    (dict(gate_indices="4,2"), "--gate_indices 4,2 must be in increasing order"),
+    (dict(student_indices="1,2,3"), "--gate_indices has 5 layers but --student_indices only 3"),
+    (dict(gate_device_id=3), "--gate_device_id 3: this machine has no CUDA device"),
+])
+def test_distillation_bad_input(work, changes, message):
+    args = seed_flags(PARTIAL, **(SMALL | changes | {"experiment": "bad"}))
+    result = run_script("run_probing_lad.py", *args, cwd=work, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not (work / "exp" / "bad_bert_mnli").exists()
