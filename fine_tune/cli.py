@@ -264,3 +264,26 @@ def probing_parser():
                        help="student layers (1-based); the first len(--gate_indices) are matched "
                             "to those aggregates, and initialised from those pre-trained layers")
     return parser
+
+
+def alp_parser():
+    from fine_tune.alp import VARIANTS
+    parser = student_parser("ALP-KD: each student layer learns an attention-weighted mix of "
+                            "teacher layers.", lr=1e-4)
+    parser.add_argument_group("ALP-KD").add_argument(
+        "--alp_exp", default="alp-kd-hidden-v2", choices=VARIANTS,
+        help="variant: attention on [CLS] over all teacher layers (alp-kd), at every position "
+             "(alp-kd-hidden), or at every position over teacher layers 1..j*k only (-v2)")
+    return parser
+
+
+def pkd_parser():
+    from fine_tune.pkd import LOSSES
+    parser = student_parser("BERT-PKD: student layer j learns teacher layer j*k. The teacher "
+                            "runs on --tdevice_id and the student on --device_id.", lr=5e-5)
+    parser.add_argument_group("BERT-PKD").add_argument(
+        "--pkd_loss", default="mse", choices=LOSSES,
+        help="'mse': the LAD authors' version, MSE over the whole sequence against teacher layers "
+             "k, 2k, .., L; 'pkd-skip': the original PKD-Skip loss on L2-normalised [CLS] vectors "
+             "against teacher layers k, .., (n-1)k, weighted by --mu")
+    return parser

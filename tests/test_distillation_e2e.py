@@ -44,6 +44,27 @@ PARTIAL = r"""--probing_exp partial_lad --teacher_exp teacher_base --tmodel bert
 --gate_eps 1e-8 --gate_weight_decay 0.01 --seed 42 --gate_indices 2,4,6,8,10
 --student_indices 1,2,3,4,5,6 --softmax_temp 10 --soft_weight 0.5 --hard_weight 0.5 --mu 500"""
 
+ALP = r"""--alp_exp alp-kd-hidden-v2 --teacher_exp teacher_base --tmodel bert --tckpt 36816
+--experiment ALP_KD_hidden_soft_2_42 --model bert --task mnli --accum_step 1 --batch_size 32
+--beta1 0.9 --beta2 0.999 --ckpt_step 2000 --d_ff 3072 --d_model 768 --dropout 0.1 --eps 1e-8
+--log_step 100 --lr 1e-4 --max_norm 1.0 --num_attention_heads 12 --num_hidden_layers 6
+--total_step 49088 --type_vocab_size 2 --seed 65 --warmup_step 4908 --weight_decay 0.01
+--device_id 1 --tdevice_id 1 --softmax_temp 10 --mu 500 --soft_weight 0.5 --hard_weight 0.5"""
+
+ALP_V2 = r"""--alp_exp alp-kd-hidden-v2 --teacher_exp teacher_base --tmodel bert --tckpt 36816
+--experiment ALP_KD_hidden_v2_soft_3_65 --model bert --task mnli --accum_step 1 --batch_size 32
+--beta1 0.9 --beta2 0.999 --ckpt_step 2000 --d_ff 3072 --d_model 768 --dropout 0.1 --eps 1e-8
+--log_step 200 --lr 1e-4 --max_norm 1.0 --num_attention_heads 12 --num_hidden_layers 6
+--total_step 49088 --type_vocab_size 2 --seed 65 --warmup_step 4908 --weight_decay 0.01
+--device_id 1 --tdevice_id 1 --softmax_temp 10 --mu 100 --soft_weight 0.5 --hard_weight 0.5"""
+
+PKD = r"""--teacher_exp teacher_base --tmodel bert --tckpt 36816 --experiment PKD_even_42 --model bert
+--task mnli --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999 --ckpt_step 2000
+--d_ff 3072 --d_model 768 --dropout 0.1 --eps 1e-8 --log_step 200 --lr 5e-5 --max_norm 1.0
+--num_attention_heads 12 --num_hidden_layers 6 --total_step 49088 --type_vocab_size 2 --seed 42
+--warmup_step 4908 --weight_decay 0.01 --device_id 0 --tdevice_id 0 --softmax_temp 10 --mu 500
+--soft_weight 0.5 --hard_weight 0.5"""
+
 SMALL = dict(d_ff=64, d_model=32, num_attention_heads=2, total_step=5, warmup_step=1,
              gate_total_step=5, gate_warmup_step=1, ckpt_step=2, log_step=1, device_id=-1,
              tdevice_id=-1, gate_device_id=-1, tckpt=4)
@@ -52,7 +73,11 @@ STUDENTS = {
     "LAD_soft_4_6": ("run_lad_distil.py", LAD, 11),
     "LAD_NO_soft_1_42": ("run_lad_no_distil.py", LAD_NO, 6),
     "partial_LAD_5_42": ("run_probing_lad.py", PARTIAL, 9),
+    "ALP_KD_hidden_soft_2_42": ("run_alp_distil.py", ALP, 0),
+    "ALP_KD_hidden_v2_soft_3_65": ("run_alp_distil.py", ALP_V2, 0),
+    "PKD_even_42": ("run_pkd_distill.py", PKD, 0),
 }
+GATE_FLAGS = ("gate_total_step", "gate_warmup_step", "gate_device_id")
 
 
 @pytest.fixture(scope="module")
@@ -69,30 +94,37 @@ def work(assets, deep_bert, tmp_path_factory):
 @pytest.mark.parametrize("experiment", STUDENTS)
 def test_seed_distillation_command_trains_a_student(work, experiment):
     script, command, gates = STUDENTS[experiment]
-    result = run_script(script, *seed_flags(command, **SMALL), cwd=work)
+    small = {k: v for k, v in SMALL.items() if gates or k not in GATE_FLAGS}
+    result = run_script(script, *seed_flags(command, **small), cwd=work)
     folder = work / "exp" / f"{experiment}_bert_mnli"
+    models = ["model-2.pt", "model-4.pt", "model-5.pt"]
     assert sorted(p.name for p in folder.glob("*.pt")) == \
-        ["gate-2.pt", "gate-4.pt", "gate-5.pt", "model-2.pt", "model-4.pt", "model-5.pt"]
+        (["gate-2.pt", "gate-4.pt", "gate-5.pt"] if gates else []) + models
     config = json.loads((folder / "config.json").read_text())
     assert config["max_seq_len"] == 128 and config["ptrain_ver"] == "tiny-bert-12"
-    assert config["num_hidden_layers"] == 6 and config["mu"] == 500
+    assert config["num_hidden_layers"] == 6 and config["mu"] == float(seed_flags(command)[
+        seed_flags(command).index("--mu") + 1])
     model_config = json.loads((folder / "model_config.json").read_text())
     assert (model_config["num_hidden_layers"], model_config["hidden_size"]) == (6, 32)
-    gate_config = json.loads((folder / "gate_config.json").read_text())
-    assert gate_config["num_gates"] == gates
-    gate_state = torch.load(folder / "gate-5.pt", weights_only=True)
-    assert gate_state["gates.0.norm.weight"].shape == (128, 32)
-    assert sum(1 for name in gate_state if name.endswith("linear.weight")) == gates
-    # The gates were trained: their state moved between checkpoints.
-    assert not torch.equal(torch.load(folder / "gate-2.pt", weights_only=True)["gates.0.linear.weight"],
-                           gate_state["gates.0.linear.weight"])
     assert "5/5" in result.stderr
+    if gates:
+        gate_config = json.loads((folder / "gate_config.json").read_text())
+        assert gate_config["num_gates"] == gates
+        gate_state = torch.load(folder / "gate-5.pt", weights_only=True)
+        assert gate_state["gates.0.norm.weight"].shape == (128, 32)
+        assert sum(1 for name in gate_state if name.endswith("linear.weight")) == gates
+        # The gates were trained: their state moved between checkpoints.
+        assert not torch.equal(torch.load(folder / "gate-2.pt", weights_only=True)["gates.0.linear.weight"],
+                               gate_state["gates.0.linear.weight"])
+    else:
+        assert not (folder / "gate_config.json").exists()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(folder / "log"))
     events.Reload()
-    assert {"loss/hard", "loss/soft", "loss/total", "lr/model", "lr/gate",
+    assert {"loss/hard", "loss/soft", "loss/total", "lr/model",
             *(f"loss/hidden_{j}" for j in range(1, 7))} <= set(events.Tags()["scalars"])
+    assert ("lr/gate" in events.Tags()["scalars"]) == bool(gates)
 
     # The same evaluation and prediction commands as for the teacher.
     run_script("run_fine_tune_eval.py", *flags(f"--experiment {experiment} --model bert --task mnli "
@@ -153,3 +185,11 @@ def test_distillation_bad_input(work, changes, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
     assert not (work / "exp" / "bad_bert_mnli").exists()
+
+
+def test_unknown_alp_variant_lists_the_valid_names(work):
+    result = run_script("run_alp_distil.py", *seed_flags(ALP, **{k: v for k, v in SMALL.items() if k not in GATE_FLAGS} | {"alp_exp": "alp-kd-v3"}),
+                        cwd=work, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid choice: 'alp-kd-v3' (choose from 'alp-kd', 'alp-kd-hidden', 'alp-kd-hidden-v2')" \
+        in result.stderr

@@ -1,0 +1,46 @@
+"""BERT-PKD (Sun et al., EMNLP 2019), two ways.
+
+  mse (default; the LAD authors' reimplementation, "our implementation" in the seed):
+      student layer j learns teacher layer j*k, the last layer included:
+      (mu / n) * MSE(S_j, H_jk) over the whole sequence, unnormalised.
+  pkd-skip (the original PKD-Skip loss): [CLS] vectors of student layers 1 .. n-1 and
+      teacher layers k, 2k, .., (n-1)k (the last layer is left to the logit loss),
+      each L2-normalised: mu * sum_j mean_batch || s_j/|s_j| - t_j/|t_j| ||^2.
+"""
+from torch.nn import functional as F
+
+from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
+
+LOSSES = ("mse", "pkd-skip")
+
+
+def pkd_teacher_layers(teacher_layers: int, student_layers: int, loss: str) -> list[int]:
+    """Teacher layer (1-based) matched to student layers 1, 2, ..."""
+    k = layer_stride(teacher_layers, student_layers)
+    last = student_layers if loss == "mse" else student_layers - 1
+    return [j * k for j in range(1, last + 1)]
+
+
+class PKDObjective(DistillationObjective):
+    def __init__(self, args, teacher_layers: int, device):
+        super().__init__(args, device)
+        self.loss, self.mu = args.pkd_loss, args.mu
+        self.matched = pkd_teacher_layers(teacher_layers, args.num_hidden_layers, self.loss)
+
+    def hidden_terms(self, student_hidden, teacher_hidden):
+        students = student_hidden[:len(self.matched)]
+        targets = [teacher_hidden[i - 1] for i in self.matched]
+        if self.loss == "mse":
+            return mse_terms(students, targets, self.mu, self.device)
+        return {f"hidden_{j}": self.mu * normalised_distance(s[:, 0], t[:, 0].to(self.device))
+                for j, (s, t) in enumerate(zip(students, targets), start=1)}
+
+
+def normalised_distance(student, teacher):
+    """Mean over the batch of the squared distance between L2-normalised vectors."""
+    diff = F.normalize(student.float(), dim=-1) - F.normalize(teacher.float(), dim=-1)
+    return diff.pow(2).sum(-1).mean()
+
+
+def distil_pkd(args) -> None:
+    distil(args, lambda args, teacher_layers, device: PKDObjective(args, teacher_layers, device))
