@@ -287,3 +287,16 @@ def pkd_parser():
              "k, 2k, .., L; 'pkd-skip': the original PKD-Skip loss on L2-normalised [CLS] vectors "
              "against teacher layers k, .., (n-1)k, weighted by --mu")
     return parser
+
+
+def lad_parser():
+    return student_parser(
+        "LAD: distil a fine-tuned teacher into a smaller BERT. Chained highway gates aggregate "
+        "teacher layers (A_1 = H_1, A_i = Gate_i(A_(i-1), H_i)); student layer j learns A_(j*k).",
+        gates=True)
+
+
+def lad_no_parser():
+    return student_parser(
+        "LAD-NO: like LAD, but each student layer j learns one unchained gate over teacher "
+        "layers j*k-1 and j*k.", gates=True, lr=5e-5)

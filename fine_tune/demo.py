@@ -11,10 +11,14 @@ import shlex
 import time
 from pathlib import Path
 
-from fine_tune.cli import eval_parser, predict_parser, teacher_parser
+from fine_tune.alp import distil_alp
+from fine_tune.cli import (alp_parser, eval_parser, lad_no_parser, lad_parser, pkd_parser,
+                           predict_parser, probing_parser, teacher_parser)
 from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert
 from fine_tune.errors import run_cli
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
+from fine_tune.lad import distil_lad, distil_lad_no, distil_partial_lad
+from fine_tune.pkd import distil_pkd
 from fine_tune.teacher import fine_tune_teacher
 
 TEACHER_FLAGS = """--experiment teacher_base --model bert --ptrain_ver {bert} --task mnli
@@ -23,10 +27,31 @@ TEACHER_FLAGS = """--experiment teacher_base --model bert --ptrain_ver {bert} --
     --max_seq_len 64 --device_id -1 --seed 42 --total_step 600 --warmup_step 60
     --weight_decay 0.01"""
 
+# The seed's student flags, at toy scale: 2 of the teacher's 4 layers, 64 wide.
+STUDENT_FLAGS = """--teacher_exp teacher_base --tmodel bert --tckpt 600 --model bert --task mnli
+    --accum_step 1 --batch_size 32 --beta1 0.9 --beta2 0.999 --ckpt_step 200 --d_ff 128
+    --d_model 64 --dropout 0.1 --eps 1e-8 --log_step 50 --lr 5e-4 --max_norm 1.0
+    --num_attention_heads 2 --num_hidden_layers 2 --type_vocab_size 2 --total_step 600
+    --warmup_step 60 --weight_decay 0.01 --seed 42 --device_id -1 --tdevice_id -1
+    --softmax_temp 10 --soft_weight 0.5 --hard_weight 0.5"""
+GATE_FLAGS = """--gate_beta1 0.9 --gate_beta2 0.999 --gate_eps 1e-8 --gate_lr 1e-4 --gate_max_norm 1.0
+    --gate_total_step 600 --gate_warmup_step 60 --gate_weight_decay 0.01 --gate_device_id -1"""
+
 # (table label, experiment, script, parser, entry function, flags)
 MODELS = [
     ("teacher (4 layers)", "teacher_base", "run_fine_tune.py", teacher_parser, fine_tune_teacher,
      TEACHER_FLAGS),
+    ("LAD", "LAD", "run_lad_distil.py", lad_parser, distil_lad,
+     f"--experiment LAD {STUDENT_FLAGS} {GATE_FLAGS} --mu 500"),
+    ("LAD-NO", "LAD_NO", "run_lad_no_distil.py", lad_no_parser, distil_lad_no,
+     f"--experiment LAD_NO {STUDENT_FLAGS} {GATE_FLAGS} --mu 500"),
+    ("partial LAD", "partial_LAD", "run_probing_lad.py", probing_parser, distil_partial_lad,
+     f"--experiment partial_LAD --probing_exp partial_lad --gate_indices 2 --student_indices 1,2 "
+     f"{STUDENT_FLAGS} {GATE_FLAGS} --mu 500"),
+    ("ALP-KD (hidden-v2)", "ALP_KD", "run_alp_distil.py", alp_parser, distil_alp,
+     f"--experiment ALP_KD --alp_exp alp-kd-hidden-v2 {STUDENT_FLAGS} --mu 500"),
+    ("BERT-PKD", "PKD", "run_pkd_distill.py", pkd_parser, distil_pkd,
+     f"--experiment PKD {STUDENT_FLAGS} --mu 500"),
 ]
 
 
