@@ -118,6 +118,10 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--dropout", type=probability, default=0.1,
                        help="dropout of hidden states, attention and the classifier")
     group.add_argument("--seed", type=int, default=42, help="random seed (weights, dropout, data order)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue a killed run of this experiment from its last checkpoint, "
+                            "exactly as if it had not stopped (same flags required, except "
+                            "--log_step, --ckpt_step, device ids and paths)")
     group.add_argument("--overwrite", action="store_true",
                        help="delete the checkpoints and logs of an existing experiment of the same name")
     add_device_arg(group)

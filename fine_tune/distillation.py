@@ -169,12 +169,17 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
     config = student_config(args, teacher.config)
     student = build_classifier(config.to_dict())
     pairs = (init_pairs or default_init_pairs)(args, teacher_layers)
-    initialise_student(student, load_pretrained_encoder(args.ptrain_ver), pairs,
-                       copy_embeddings=args.init_embeddings == "copy")
+    pretrained = load_pretrained_encoder(args.ptrain_ver)
+    if pretrained.config.vocab_size != teacher.config.vocab_size:
+        raise UserError(f"teacher and student vocabularies differ: the teacher has "
+                        f"{teacher.config.vocab_size} tokens but {args.ptrain_ver!r}, which "
+                        f"initialises the student, has {pretrained.config.vocab_size}; the "
+                        f"teacher's --ptrain_ver must still name the model it was trained from")
+    initialise_student(student, pretrained, pairs, copy_embeddings=args.init_embeddings == "copy")
     objective = make_objective(args, teacher_layers, device)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
-    experiment.create(vars(args), overwrite=args.overwrite)
+    experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)
     experiment.write_json("model_config.json", student.config.to_dict())
     if gate_config is not None:
         experiment.write_json("gate_config.json", gate_config(objective))

@@ -4,6 +4,8 @@
     model_config.json   the model's architecture (a Hugging Face BertConfig)
     tokenizer/          the tokenizer, so evaluation needs neither the hub nor --ptrain_ver
     model-<step>.pt     the model's state dict at that optimiser step
+    train_state.pt      what --resume needs beyond the weights (optimisers, schedules, data
+                        order, random states), as of the last checkpoint
     log/                tensorboard event files (training and evaluation)
     results_<split>.csv accuracy and macro-F1 of every checkpoint (run_fine_tune_eval.py)
     predictions/<step>/MNLI-m.tsv, MNLI-mm.tsv   GLUE submission files
@@ -20,6 +22,10 @@ from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save, atomic_write_json
 
 CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
+TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
+# Flags that may change on --resume: they do not change the computation.
+RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
+                     "gate_device_id", "data_dir", "exp_dir", "command"}
 
 
 class Experiment:
@@ -63,26 +69,64 @@ class Experiment:
                             f"steps {', '.join(map(str, steps)) or '(none)'}")
         return torch.load(path, map_location="cpu", weights_only=True)
 
+    def load_train_state(self) -> dict | None:
+        path = self.path / TRAIN_STATE
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
     # ---- writing -------------------------------------------------------------
-    def create(self, config: dict, overwrite: bool) -> None:
-        """Make the folder for a new run; refuse to mix two runs in one folder."""
+    def create(self, config: dict, overwrite: bool, resume: bool = False) -> None:
+        """Make the folder for a run. A folder with checkpoints is never mixed with a new
+        run: it is continued (--resume, same settings) or emptied (--overwrite)."""
+        if overwrite and resume:
+            raise UserError("--resume continues the experiment and --overwrite deletes it: pass one")
         steps = self.checkpoint_steps()
-        if steps and not overwrite:
+        if resume and (self.path / "config.json").is_file():
+            self._check_same_run(config)
+        elif steps and not overwrite:
             raise UserError(f"{self.path} already has checkpoints (steps {', '.join(map(str, steps))}): "
-                            "choose another --experiment, or pass --overwrite to delete them")
+                            "pass --resume to continue that run, --overwrite to delete it, or "
+                            "choose another --experiment")
         if self.path.exists() and overwrite:
             for item in self.path.iterdir():
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.glob(".*.tmp"):  # left by a run killed while saving
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         except OSError as error:
             raise UserError(f"cannot create {self.path} ({error.strerror}): check --exp_dir") from None
-        record = dict(config)
-        record["command"] = " ".join(sys.argv)
-        self.write_json("config.json", record)
+        if not (resume and (self.path / "config.json").is_file()):
+            record = dict(config)
+            record["command"] = " ".join(sys.argv)
+            self.write_json("config.json", record)
+
+    def _check_same_run(self, config: dict) -> None:
+        saved = self.config()
+        changed = [f"--{key} {saved.get(key)!r} -> {value!r}" for key, value in sorted(config.items())
+                   if key not in RESUMABLE_CHANGES and saved.get(key) != _jsonable(value)]
+        if changed:
+            raise UserError(f"--resume with settings that change the run ({'; '.join(changed)}): "
+                            "resume with the original flags, or start a new --experiment")
 
     def write_json(self, name: str, obj) -> None:
-        atomic_write_json(obj, self.path / name)
+        self._write(atomic_write_json, obj, self.path / name)
 
     def save_checkpoint(self, state_dict: dict, step: int, kind: str = "model") -> None:
-        atomic_torch_save(state_dict, self.checkpoint_path(step, kind))
+        self._write(atomic_torch_save, state_dict, self.checkpoint_path(step, kind))
+
+    def save_train_state(self, state: dict) -> None:
+        self._write(atomic_torch_save, state, self.path / TRAIN_STATE)
+
+    def _write(self, write, obj, path: Path) -> None:
+        try:
+            write(obj, path)
+        except OSError as error:
+            raise UserError(f"cannot write {path} ({error.strerror or error}): free disk space or "
+                            f"fix the permissions of {self.path}; files saved before are intact") from None
+
+
+def _jsonable(value):
+    """A flag's value as config.json stores it (paths become strings, tuples lists)."""
+    return json.loads(json.dumps(value, default=str))

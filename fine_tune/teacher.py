@@ -22,7 +22,7 @@ def fine_tune_teacher(args) -> None:
     check_max_seq_len(args.max_seq_len, model.config)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
-    experiment.create(vars(args), overwrite=args.overwrite)
+    experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)
     experiment.write_json("model_config.json", model.config.to_dict())
     save_tokenizer(tokenizer, experiment)
     train(TrainingRun(args, experiment, model.to(device), device, CrossEntropy(), data))

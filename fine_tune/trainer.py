@@ -5,9 +5,11 @@ any) into named loss terms, and may own trainable modules of its own (LAD's gate
 which get their own optimiser, schedule, clipping and device. Everything else, from
 batching to checkpoints, is here, once.
 """
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -184,6 +186,82 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) 
     return batch_terms
 
 
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class NonFiniteGuard:
+    """Remembers, on the device and without synchronising, the first step at which each
+    loss term was not finite; `check` reads it (at log and checkpoint steps only)."""
+
+    def __init__(self):
+        self.first_bad = {}
+
+    def update(self, terms: dict, step: int) -> None:
+        for name, value in terms.items():
+            first = self.first_bad.get(name, torch.full((), -1, device=value.device))
+            bad = ~torch.isfinite(value) & (first < 0)
+            self.first_bad[name] = torch.where(bad, step, first)
+
+    def check(self, experiment: Experiment) -> None:
+        bad = {name: int(step) for name, step in self.first_bad.items() if int(step) >= 0}
+        if bad:
+            name, step = min(bad.items(), key=lambda item: item[1])
+            steps = experiment.checkpoint_steps()
+            last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
+            raise UserError(f"step {step}: loss term '{name}' is not finite; the run stopped without "
+                            f"saving ({last}); try a lower --lr or --mu in a new --experiment")
+
+
+def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
+    """Continue from the experiment's last training state; returns its step."""
+    experiment = run.experiment
+    state = experiment.load_train_state()
+    if state is None:
+        print(f"{experiment.path} has no training state yet: starting from step 0")
+        return 0
+    step = state["step"]
+    run.model.load_state_dict(experiment.load_checkpoint(step))
+    if len(groups) > 1:
+        run.objective.load_state_dict(experiment.load_checkpoint(step, kind="gate"))
+    for group in groups:
+        group.optimizer.load_state_dict(state["optimizers"][group.name])
+        group.scheduler.load_state_dict(state["schedulers"][group.name])
+    order.load_state_dict(state["order"])
+    set_rng_state(state["rng"])
+    print(f"resuming {experiment.name} from step {step}")
+    return step
+
+
+def save(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
+    """model-<step>.pt (and gate-<step>.pt), then the state a resume needs. Each file is
+    written atomically; a kill in between leaves the previous training state, which
+    points at checkpoints that are all complete."""
+    experiment = run.experiment
+    experiment.save_checkpoint(run.model.state_dict(), step)
+    if len(groups) > 1:
+        experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+    experiment.save_train_state({
+        "step": step,
+        "optimizers": {g.name: g.optimizer.state_dict() for g in groups},
+        "schedulers": {g.name: g.scheduler.state_dict() for g in groups},
+        "order": order.state_dict(),
+        "rng": rng_state(),
+    })
+
+
 def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
     groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
@@ -191,27 +269,33 @@ def train(run: TrainingRun) -> None:
         groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
                                      run.objective.clip_units()))
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
-    writer = SummaryWriter(experiment.path / "log")
+    start = restore(run, groups, order) if getattr(args, "resume", False) else 0
+    writer = SummaryWriter(experiment.path / "log", purge_step=start + 1)  # drop a killed run's tail
     run.model.train()
     run.objective.train()
     if run.teacher is not None:
         run.teacher.eval()
 
     total_step = args.total_step
-    sums = defaultdict(float)  # loss terms summed since the last log, left on the device
-    bar = tqdm(range(1, total_step + 1), desc=experiment.name, unit="step", dynamic_ncols=True)
+    sums, summed_steps = defaultdict(float), 0  # loss terms since the last log, on the device
+    guard = NonFiniteGuard()
+    bar = tqdm(range(start + 1, total_step + 1), initial=start, total=total_step,
+               desc=experiment.name, unit="step", dynamic_ncols=True)
     for step in bar:
         terms = accumulate_gradients(run, order.next_batch(), args.accum_step)
+        guard.update(terms, step)
         for name, value in terms.items():
             sums[name] += value
+        summed_steps += 1
         for group in groups:
             group.step()
 
-        if step % args.log_step == 0 or step == total_step:
-            # The only host synchronisation of the loop: read the sums every log_step.
-            since = args.log_step if step % args.log_step == 0 else step % args.log_step
-            means = {name: float(value) / since for name, value in sums.items()}
-            sums.clear()
+        last = step == total_step
+        if step % args.log_step == 0 or last:
+            # Host synchronisation happens only here and at checkpoints.
+            guard.check(experiment)
+            means = {name: float(value) / summed_steps for name, value in sums.items()}
+            sums, summed_steps = defaultdict(float), 0
             for name, value in means.items():
                 writer.add_scalar(f"loss/{name}", value, step)
             writer.add_scalar("loss/total", sum(means.values()), step)
@@ -219,10 +303,10 @@ def train(run: TrainingRun) -> None:
                 writer.add_scalar(f"lr/{group.name}", group.lr(), step)
                 writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
             bar.set_postfix(loss=f"{sum(means.values()):.4f}", lr=f"{groups[0].lr():.2e}")
-        if step % args.ckpt_step == 0 or step == total_step:
-            experiment.save_checkpoint(run.model.state_dict(), step)
-            if len(groups) > 1:
-                experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+        if step % args.ckpt_step == 0 or last:
+            guard.check(experiment)  # never save a diverged model
+            save(run, groups, order, step)
     bar.close()
     writer.close()
-    print(f"done: {len(experiment.checkpoint_steps())} checkpoints in {experiment.path}")
+    print(f"done: checkpoints at steps {', '.join(map(str, experiment.checkpoint_steps()))} "
+          f"in {experiment.path}")

@@ -99,7 +99,7 @@ def test_seed_distillation_command_trains_a_student(work, experiment):
     folder = work / "exp" / f"{experiment}_bert_mnli"
     models = ["model-2.pt", "model-4.pt", "model-5.pt"]
     assert sorted(p.name for p in folder.glob("*.pt")) == \
-        (["gate-2.pt", "gate-4.pt", "gate-5.pt"] if gates else []) + models
+        (["gate-2.pt", "gate-4.pt", "gate-5.pt"] if gates else []) + models + ["train_state.pt"]
     config = json.loads((folder / "config.json").read_text())
     assert config["max_seq_len"] == 128 and config["ptrain_ver"] == "tiny-bert-12"
     assert config["num_hidden_layers"] == 6 and config["mu"] == float(seed_flags(command)[

@@ -71,12 +71,12 @@ def test_existing_experiment_is_never_mixed_with_a_new_run(workdir):
     run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
     before = {p: p.stat().st_mtime_ns for p in (workdir / "exp").rglob("*.pt")}
     result = run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir, check=False)
-    assert_clean_failure(result, "already has checkpoints (steps 4)", "--overwrite")
+    assert_clean_failure(result, "already has checkpoints (steps 4)", "--resume", "--overwrite")
     assert {p: p.stat().st_mtime_ns for p in (workdir / "exp").rglob("*.pt")} == before
     # --overwrite starts afresh: the old checkpoints are replaced by the new run's.
     run_script("run_fine_tune.py", *with_flag(TEACHER, total_step=2, warmup_step=0),
                "--overwrite", cwd=workdir)
-    assert sorted(p.name for p in (workdir / "exp").rglob("*.pt")) == ["model-2.pt"]
+    assert sorted(p.name for p in (workdir / "exp").rglob("*.pt")) == ["model-2.pt", "train_state.pt"]
 
 
 def test_evaluation_and_prediction_errors(workdir):
