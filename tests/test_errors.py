@@ -94,3 +94,30 @@ def test_evaluation_and_prediction_errors(workdir):
         "--experiment teacher_base --model bert --task mnli --dataset dev_matched --ckpt 4"),
         cwd=workdir, check=False)
     assert_clean_failure(result, "--dataset", "invalid choice: 'dev_matched'")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "data/fine_tune/MNLI/train.tsv is empty: download it again with `python -m fine_tune.download`"),
+    ("header\tonly\n", "data/fine_tune/MNLI/train.tsv: header has columns ['header', 'only']"),
+])
+def test_empty_or_foreign_data_file(workdir, content, expected):
+    (workdir / "data" / "fine_tune" / "MNLI" / "train.tsv").write_text(content)
+    result = run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir, check=False)
+    assert_clean_failure(result, expected)
+    assert exp_files(workdir) == []
+
+
+def test_teacher_and_student_vocabularies_must_match(workdir, assets):
+    """The student starts from the teacher's --ptrain_ver; if that folder now holds a model
+    with another vocabulary, distillation refuses before writing anything."""
+    from fine_tune.demo_data import write_tiny_bert
+    run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
+    (workdir / "tiny-bert").unlink()
+    write_tiny_bert(workdir / "tiny-bert", ["completely different words here"] * 3, hidden_size=32,
+                    num_layers=4, num_heads=2, intermediate_size=64, max_position_embeddings=128)
+    result = run_script("run_lad_distil.py", *flags(
+        "--teacher_exp teacher_base --tckpt 4 --experiment LAD --d_model 32 --d_ff 64 "
+        "--num_attention_heads 2 --num_hidden_layers 2 --total_step 2 --warmup_step 0"),
+        cwd=workdir, check=False)
+    assert_clean_failure(result, "teacher and student vocabularies differ", "'tiny-bert'")
+    assert not (workdir / "exp" / "LAD_bert_mnli").exists()
