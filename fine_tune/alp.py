@@ -35,6 +35,7 @@ class ALPObjective(DistillationObjective):
         super().__init__(args, device)
         self.variant, self.mu = args.alp_exp, args.mu
         self.k = layer_stride(teacher_layers, args.num_hidden_layers)
+        self.padding_invariant = self.variant == "alp-kd"  # [CLS] only
 
     def hidden_terms(self, student_hidden, teacher_hidden):
         teachers = torch.stack([h.to(self.device, non_blocking=True) for h in teacher_hidden])

@@ -76,6 +76,12 @@ def add_experiment_args(parser, required=True):
     return group
 
 
+def add_amp_arg(group):
+    group.add_argument("--amp", default="fp32", choices=("fp32", "bf16"),
+                       help="bf16: run the forward passes under bf16 autocast (losses and softmaxes "
+                            "stay fp32); meant for CUDA GPUs with bf16 support")
+
+
 def add_device_arg(group, flag="--device_id", what="the model"):
     group.add_argument(flag, type=int, default=-1,
                        help=f"CUDA device index for {what}; -1 runs on the CPU")
@@ -118,6 +124,11 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--dropout", type=probability, default=0.1,
                        help="dropout of hidden states, attention and the classifier")
     group.add_argument("--seed", type=int, default=42, help="random seed (weights, dropout, data order)")
+    group.add_argument("--dynamic_padding", action="store_true",
+                       help="cut each batch to its longest example (rounded up to a multiple of 8) "
+                            "instead of --max_seq_len; only for losses that do not depend on the "
+                            "padded length (teacher fine-tuning, --alp_exp alp-kd, --pkd_loss pkd-skip)")
+    add_amp_arg(group)
     group.add_argument("--resume", action="store_true",
                        help="continue a killed run of this experiment from its last checkpoint, "
                             "exactly as if it had not stopped (same flags required, except "
@@ -225,6 +236,7 @@ def add_eval_args(parser, splits, batch_size=512):
     group.add_argument("--dataset", required=True, choices=splits, help="split to evaluate on")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
                        help="examples per forward pass")
+    add_amp_arg(group)
     add_device_arg(group)
     return group
 

@@ -16,7 +16,7 @@ from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import ATTENTION, build_classifier, load_tokenizer, resolve_device
 from fine_tune.teacher import save_tokenizer
-from fine_tune.trainer import Objective, TrainingRun, check_training_args, train
+from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
 
 class DistillationObjective(Objective):
@@ -177,6 +177,7 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
                         f"teacher's --ptrain_ver must still name the model it was trained from")
     initialise_student(student, pretrained, pairs, copy_embeddings=args.init_embeddings == "copy")
     objective = make_objective(args, teacher_layers, device)
+    check_padding(args, objective)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
     experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)

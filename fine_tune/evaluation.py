@@ -14,12 +14,12 @@ from fine_tune.data import LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokeni
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.io import atomic_write_text
-from fine_tune.modeling import build_classifier, load_tokenizer, resolve_device
+from fine_tune.modeling import autocast, build_classifier, load_tokenizer, resolve_device
 
 
 @torch.inference_mode()
 def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
-            desc: str = "predict") -> np.ndarray:
+            desc: str = "predict", amp: bool = False) -> np.ndarray:
     """Predicted class ids in file order. Examples are batched by length and each batch is
     cut to its longest example: padding is masked, so the logits do not change."""
     model.eval()
@@ -28,7 +28,8 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
     for rows in tqdm(order.split(batch_size), desc=desc, unit="batch", leave=False):
         batch = data.batch(rows, trim=True)
         batch.pop("labels", None)
-        logits = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits
+        with autocast([device], amp):
+            logits = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits
         predictions[rows] = logits.argmax(dim=-1).cpu()
     return predictions.numpy()
 
@@ -55,7 +56,8 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     rows = []
     for step in tqdm(steps, desc=f"evaluate {args.dataset}", unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
-        predicted = predict(model, data, args.batch_size, device, desc=f"model-{step}")
+        predicted = predict(model, data, args.batch_size, device, desc=f"model-{step}",
+                            amp=args.amp == "bf16")
         gold = data.labels.numpy()
         rows.append({"step": step, "accuracy": accuracy_score(gold, predicted),
                      "macro_f1": f1_score(gold, predicted, average="macro",
@@ -80,7 +82,8 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
 def write_test_predictions(args) -> None:
     experiment, model, data, device, steps = _load(args, step=args.ckpt)
     model.load_state_dict(experiment.load_checkpoint(args.ckpt))
-    predicted = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}")
+    predicted = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}",
+                        amp=args.amp == "bf16")
     submission = pd.DataFrame({"index": data.index, "prediction": [LABELS[i] for i in predicted]})
     folder = experiment.path / "predictions" / str(args.ckpt)
     folder.mkdir(parents=True, exist_ok=True)

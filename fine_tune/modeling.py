@@ -4,6 +4,7 @@ Every model is a transformers BertForSequenceClassification using PyTorch's
 scaled-dot-product attention; it returns logits and, when asked, the hidden states
 of every layer, which is all the distillation objectives need.
 """
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -79,3 +80,12 @@ def _not_found(source, what: str, error: Exception) -> str:
     return (f"--ptrain_ver {source} is neither a local folder nor downloadable from the "
             f"Hugging Face hub ({type(error).__name__}); check the name and the network, or "
             "pass a local Hugging Face model folder, which works offline")
+
+
+def autocast(devices, enabled: bool) -> ExitStack:
+    """bf16 autocast on every device type in use (a no-op when not enabled)."""
+    stack = ExitStack()
+    if enabled:
+        for kind in sorted({torch.device(d).type for d in devices}):
+            stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
+    return stack

@@ -26,6 +26,7 @@ class PKDObjective(DistillationObjective):
         super().__init__(args, device)
         self.loss, self.mu = args.pkd_loss, args.mu
         self.matched = pkd_teacher_layers(teacher_layers, args.num_hidden_layers, self.loss)
+        self.padding_invariant = self.loss == "pkd-skip"  # [CLS] only
 
     def hidden_terms(self, student_hidden, teacher_hidden):
         students = student_hidden[:len(self.matched)]

@@ -7,7 +7,7 @@ from fine_tune.data import NUM_CLASSES, load_tokenized
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import (check_max_seq_len, load_pretrained_classifier, load_tokenizer,
                                 resolve_device)
-from fine_tune.trainer import CrossEntropy, TrainingRun, check_training_args, train
+from fine_tune.trainer import CrossEntropy, TrainingRun, check_padding, check_training_args, train
 
 
 def fine_tune_teacher(args) -> None:
@@ -22,10 +22,12 @@ def fine_tune_teacher(args) -> None:
     check_max_seq_len(args.max_seq_len, model.config)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
+    objective = CrossEntropy()
+    check_padding(args, objective)
     experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)
     experiment.write_json("model_config.json", model.config.to_dict())
     save_tokenizer(tokenizer, experiment)
-    train(TrainingRun(args, experiment, model.to(device), device, CrossEntropy(), data))
+    train(TrainingRun(args, experiment, model.to(device), device, objective, data))
 
 
 def save_tokenizer(tokenizer, experiment: Experiment) -> None:

@@ -7,7 +7,7 @@ batching to checkpoints, is here, once.
 """
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 from fine_tune.data import NUM_CLASSES, TokenizedSplit
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
+from fine_tune.modeling import autocast
 
 
 class Objective(nn.Module):
@@ -26,6 +27,7 @@ class Objective(nn.Module):
     is minimised; parameters registered on the objective are trained as a separate
     group ("gate")."""
     needs_hidden_states = False
+    padding_invariant = False  # True when padding beyond the longest row leaves the loss unchanged
 
     def forward(self, student_out, teacher_out, labels) -> dict:
         raise NotImplementedError
@@ -37,6 +39,7 @@ class Objective(nn.Module):
 
 class CrossEntropy(Objective):
     """Plain fine-tuning: cross-entropy against the gold labels."""
+    padding_invariant = True
 
     def forward(self, student_out, teacher_out, labels):
         return {"ce": nn.functional.cross_entropy(student_out.logits.float(), labels)}
@@ -136,6 +139,22 @@ class TrainingRun:
     data: TokenizedSplit
     teacher: nn.Module | None = None     # frozen; gets no gradients
     teacher_device: torch.device | None = None
+    amp: bool = field(init=False)              # --amp bf16: autocast forward passes
+    dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
+
+    def __post_init__(self):
+        self.amp = getattr(self.args, "amp", "fp32") == "bf16"
+        self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
+
+    def devices(self) -> list:
+        found = [self.device, *(p.device for p in self.objective.parameters())]
+        return found + ([self.teacher_device] if self.teacher is not None else [])
+
+
+def check_padding(args, objective: Objective) -> None:
+    if getattr(args, "dynamic_padding", False) and not objective.padding_invariant:
+        raise UserError("--dynamic_padding would change this method's loss (its hidden-state "
+                        "terms or gates depend on the padded length --max_seq_len); leave it off")
 
 
 def check_training_args(args) -> None:
@@ -161,16 +180,22 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
-    """Forward passes of one micro-batch and the objective's loss terms."""
-    batch = run.data.batch(rows)
-    labels = batch.pop("labels")
+    """Forward passes of one micro-batch and the objective's loss terms. Under --amp bf16
+    the matrix work runs in bf16; the objectives compute losses and softmaxes in fp32."""
+    batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
-    outputs = run.model(**_to(batch, run.device), output_hidden_states=hidden)
-    teacher_outputs = None
-    if run.teacher is not None:
-        with torch.no_grad():
-            teacher_outputs = run.teacher(**_to(batch, run.teacher_device), output_hidden_states=hidden)
-    return run.objective(outputs, teacher_outputs, labels.to(run.device, non_blocking=True))
+    with autocast(run.devices(), run.amp):
+        inputs = _to(batch, run.device)
+        labels = inputs.pop("labels")
+        outputs = run.model(**inputs, output_hidden_states=hidden)
+        teacher_outputs = None
+        if run.teacher is not None:
+            # no_grad rather than inference_mode: the gates take teacher states as inputs
+            # of their own autograd graph.
+            with torch.no_grad():
+                inputs = _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device)
+                teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
+        return run.objective(outputs, teacher_outputs, labels)
 
 
 def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) -> dict:

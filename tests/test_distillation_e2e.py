@@ -193,3 +193,11 @@ def test_unknown_alp_variant_lists_the_valid_names(work):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "invalid choice: 'alp-kd-v3' (choose from 'alp-kd', 'alp-kd-hidden', 'alp-kd-hidden-v2')" \
         in result.stderr
+
+
+def test_dynamic_padding_is_refused_where_it_would_change_the_loss(work):
+    result = run_script("run_probing_lad.py", *seed_flags(PARTIAL, **SMALL | {"experiment": "pad"}),
+                        "--dynamic_padding", cwd=work, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--dynamic_padding would change this method's loss" in result.stderr
+    assert not (work / "exp" / "pad_bert_mnli").exists()

@@ -145,3 +145,19 @@ def test_submission_file(teacher, dataset, filename, rows):
                        quoting=3, dtype=str, keep_default_na=False)
     assert [line.split("\t")[0] for line in lines[1:]] == list(test["index"])
     assert {line.split("\t")[1] for line in lines[1:]} <= set(LABELS)
+
+
+def test_bf16_and_dynamic_padding_flags_through_the_scripts(workdir):
+    from conftest import seed_flags
+    run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=3, ckpt_step=3, warmup_step=1),
+               "--amp", "bf16", "--dynamic_padding", cwd=workdir)
+    folder = workdir / "exp" / "teacher_base_bert_mnli"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["amp"] == "bf16" and config["dynamic_padding"] is True
+    state = torch.load(folder / "model-3.pt", weights_only=True)
+    assert all(v.dtype != torch.bfloat16 for v in state.values())  # fp32 master weights
+    run_script("generate_test_prediction.py", *flags("""--experiment teacher_base --model bert
+        --task mnli --dataset test_matched --batch_size 256 --ckpt 3 --device_id -1 --amp bf16"""),
+               cwd=workdir)
+    lines = (folder / "predictions" / "3" / "MNLI-m.tsv").read_text().splitlines()
+    assert len(lines) == 41 and {line.split("\t")[1] for line in lines[1:]} <= set(LABELS)

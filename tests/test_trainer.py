@@ -96,3 +96,40 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
     assert torch.equal(final["classifier.weight"], model.classifier.weight)
     assert not torch.equal(final["classifier.weight"], start)
     assert not torch.equal(experiment.load_checkpoint(2)["classifier.weight"], final["classifier.weight"])
+
+
+def test_dynamic_padding_gives_the_same_loss_and_gradients(workdir):
+    """Cutting padding is exact for the teacher's loss (padding is masked)."""
+    torch.manual_seed(0)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
+    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(workdir / "tiny-bert"), 128, show_progress=False)
+    results = []
+    for dynamic in (False, True):
+        run = TrainingRun(argparse.Namespace(dynamic_padding=dynamic), None, model,
+                          torch.device("cpu"), CrossEntropy(), data)
+        model.zero_grad()
+        terms = accumulate_gradients(run, torch.arange(8), 2)
+        results.append((float(terms["ce"]), [p.grad.clone() for p in model.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for full, cut in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_runs_the_forward_in_bf16_and_the_loss_in_fp32(workdir):
+    torch.manual_seed(0)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
+    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
+    seen = []
+    model.classifier.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    losses = {}
+    for amp in ("fp32", "bf16"):
+        run = TrainingRun(argparse.Namespace(amp=amp), None, model, torch.device("cpu"),
+                          CrossEntropy(), data)
+        terms = accumulate_gradients(run, torch.arange(8), 1)
+        assert terms["ce"].dtype == torch.float32
+        losses[amp] = float(terms["ce"])
+    assert seen == [torch.float32, torch.bfloat16]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
