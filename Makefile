@@ -21,5 +21,9 @@ test: $(VENV)/installed
 data: $(VENV)/installed
 	$(PY) -m fine_tune.download
 
+# Throughput of every method and of the authors'-approach LAD step (prints a table).
+bench: $(VENV)/installed
+	$(PY) bench/bench_train.py --size small
+
 clean-demo:
 	rm -rf demo

@@ -211,6 +211,24 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) 
     return batch_terms
 
 
+def make_groups(run: TrainingRun) -> list[TrainableGroup]:
+    """The model's optimiser group, and the objective's (LAD's gates) when it has parameters."""
+    args = run.args
+    groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
+    if any(p.requires_grad for p in run.objective.parameters()):
+        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
+                                     run.objective.clip_units()))
+    return groups
+
+
+def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step: int) -> dict:
+    """One optimiser step on the batch `rows`: gradients, clipping, update, schedule."""
+    terms = accumulate_gradients(run, rows, accum_step)
+    for group in groups:
+        group.step()
+    return terms
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": np.random.get_state()}
@@ -289,10 +307,7 @@ def save(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
 
 def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
-    groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
-    if any(p.requires_grad for p in run.objective.parameters()):
-        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
-                                     run.objective.clip_units()))
+    groups = make_groups(run)
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
     start = restore(run, groups, order) if getattr(args, "resume", False) else 0
     writer = SummaryWriter(experiment.path / "log", purge_step=start + 1)  # drop a killed run's tail
@@ -307,13 +322,11 @@ def train(run: TrainingRun) -> None:
     bar = tqdm(range(start + 1, total_step + 1), initial=start, total=total_step,
                desc=experiment.name, unit="step", dynamic_ncols=True)
     for step in bar:
-        terms = accumulate_gradients(run, order.next_batch(), args.accum_step)
+        terms = training_step(run, groups, order.next_batch(), args.accum_step)
         guard.update(terms, step)
         for name, value in terms.items():
             sums[name] += value
         summed_steps += 1
-        for group in groups:
-            group.step()
 
         last = step == total_step
         if step % args.log_step == 0 or last:

@@ -1,0 +1,329 @@
+"""Training, evaluation and prediction throughput of every method, and LAD against a step
+that follows the authors' published approach.
+
+    python bench/bench_train.py --size small            # seconds on a CPU
+    python bench/bench_train.py --size seed --device_id 0 --amp bf16
+
+Each measurement runs the project's real training step (`fine_tune.trainer.training_step`)
+on random-weight models of the chosen size, with token ids from the demo data set. For
+LAD it also runs, in the same process and on the same inputs, a baseline step written the
+way the authors' code works: the batch is tokenised every step (padded to max_seq_len),
+fp32, one `backward(retain_graph=True)` per loss term, and a host-synchronising
+all-zeros check inside each gate. The first step of both is checked to give the same loss
+and gradients. Results are printed as a table and written as CSV and JSON, with the
+machine, torch version and settings. This is a benchmark, not a test.
+"""
+import argparse
+import copy
+import csv
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fine_tune.alp import ALPObjective  # noqa: E402
+from fine_tune.data import read_split, tokenize  # noqa: E402
+from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert  # noqa: E402
+from fine_tune.distillation import layer_stride  # noqa: E402
+from fine_tune.evaluation import predict  # noqa: E402
+from fine_tune.lad import (GatedObjective, lad_no_targets, lad_targets,  # noqa: E402
+                           partial_lad_targets)
+from fine_tune.modeling import build_classifier, load_tokenizer, resolve_device  # noqa: E402
+from fine_tune.pkd import PKDObjective  # noqa: E402
+from fine_tune.trainer import CrossEntropy, TrainingRun, make_groups, training_step  # noqa: E402
+
+SIZES = {  # teacher layers / width / heads / ffn, student layers, batch, length, vocabulary
+    "small": dict(teacher_layers=12, d_model=64, heads=2, d_ff=256, student_layers=6,
+                  batch_size=32, max_seq_len=128, vocab_size=None),
+    "seed": dict(teacher_layers=12, d_model=768, heads=12, d_ff=3072, student_layers=6,
+                 batch_size=32, max_seq_len=128, vocab_size=30522),
+}
+METHODS = ("teacher", "lad", "lad_no", "partial_lad", "alp-kd", "alp-kd-hidden",
+           "alp-kd-hidden-v2", "pkd")
+LABELS3 = {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+def bert_config(size, layers, vocab_size):
+    return {"model_type": "bert", "vocab_size": size["vocab_size"] or vocab_size,
+            "hidden_size": size["d_model"], "num_hidden_layers": layers,
+            "num_attention_heads": size["heads"], "intermediate_size": size["d_ff"],
+            "max_position_embeddings": 512, "type_vocab_size": 2, "id2label": LABELS3,
+            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+
+
+def run_args(size, method, amp):
+    """The seed's LAD flags (those that matter for the step), for this size."""
+    return argparse.Namespace(
+        lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=1.0,
+        total_step=49088, warmup_step=4908, gate_lr=5e-7, gate_beta1=0.9, gate_beta2=0.999,
+        gate_eps=1e-8, gate_weight_decay=0.01, gate_max_norm=1.0, gate_total_step=None,
+        gate_warmup_step=None, hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, mu=500.0,
+        num_hidden_layers=size["student_layers"], alp_exp=method, pkd_loss="mse", amp=amp,
+        dynamic_padding=False, seed=42)
+
+
+def objective_for(method, args, L, n, device, d, max_len):
+    if method == "teacher":
+        return CrossEntropy()
+    if method in ("lad", "lad_no", "partial_lad"):
+        k = layer_stride(L, n)
+        targets = {"lad": lambda: lad_targets(L, n), "lad_no": lambda: lad_no_targets(L, n),
+                   "partial_lad": lambda: partial_lad_targets(
+                       L, n, list(range(k, L - k + 1, k)), list(range(1, n + 1)))}[method]()
+        return GatedObjective(args, targets, device, device, d, max_len)
+    if method.startswith("alp"):
+        return ALPObjective(args, L, device)
+    return PKDObjective(args, L, device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step, steps, warmup, device):
+    for _ in range(warmup):
+        step()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def train_flops(config_student, config_teacher, tokens, distil):
+    """Model FLOPs of one step: 6 per parameter per token for the trained model, 2 for a
+    forward-only teacher, plus attention's matmuls (12 * layers * length * width per token)."""
+    def params(c):
+        layer = 12 * c["hidden_size"] ** 2 + 2 * c["hidden_size"] * (c["intermediate_size"] - 4 * c["hidden_size"])
+        return c["num_hidden_layers"] * layer
+
+    def attention(c, length):
+        return 2 * 2 * c["num_hidden_layers"] * length * c["hidden_size"]
+    length = tokens[1]
+    total = 6 * (params(config_student) + attention(config_student, length)) * tokens[0] * length
+    if distil:
+        total += 2 * (params(config_teacher) + attention(config_teacher, length)) * tokens[0] * length
+    return total
+
+
+class AuthorsLADStep:
+    """One LAD step the way the authors' code does it (see the module docstring)."""
+
+    def __init__(self, student, gates, teacher, tokenizer, premises, hypotheses, args, size, device):
+        self.student, self.teacher, self.tokenizer = student, teacher, tokenizer
+        self.gates, self.args, self.size, self.device = gates, args, size, device
+        self.premises, self.hypotheses = premises, hypotheses
+        groups = make_groups(TrainingRun(args, None, student, device, gates, None))
+        self.groups = groups
+
+    def loss_and_backward(self, rows):
+        args, n = self.args, self.size["student_layers"]
+        encoded = self.tokenizer([self.premises[i] for i in rows], [self.hypotheses[i] for i in rows],
+                                 padding="max_length", truncation=True,
+                                 max_length=self.size["max_seq_len"], return_tensors="pt")
+        labels = encoded.pop("labels", None)
+        batch = {k: v.to(self.device) for k, v in encoded.items()}
+        labels = self.labels[rows].to(self.device)
+        with torch.no_grad():
+            teacher_out = self.teacher(**batch, output_hidden_states=True)
+        student_out = self.student(**batch, output_hidden_states=True)
+        T = args.softmax_temp
+        logits_loss = args.hard_weight * F.cross_entropy(student_out.logits, labels) + \
+            args.soft_weight * T * T * F.kl_div(F.log_softmax(student_out.logits / T, -1),
+                                                F.softmax(teacher_out.logits / T, -1),
+                                                reduction="batchmean")
+        logits_loss.backward(retain_graph=True)
+        total = logits_loss.detach()
+        hidden = teacher_out.hidden_states[1:]
+        previous, aggregates = torch.zeros_like(hidden[0]), []
+        for i, h in enumerate(hidden):
+            if torch.all(torch.eq(previous, 0)):  # host sync, as in the authors' gate
+                aggregate = h
+            else:
+                aggregate = self.gates.gates[i - 1](previous, h)
+            aggregates.append(aggregate)
+            previous = aggregate
+        k = layer_stride(len(hidden), n)
+        for j in range(1, n + 1):
+            loss = args.mu / n * F.mse_loss(student_out.hidden_states[j], aggregates[j * k - 1])
+            loss.backward(retain_graph=True)
+            total = total + loss.detach()
+        return total
+
+    def step(self, rows):
+        self.loss_and_backward(rows)
+        for group in self.groups:
+            group.step()
+
+
+def measure_method(method, size_name, device, amp, steps, warmup, assets):
+    size = SIZES[size_name]
+    tokenizer, examples, data = assets
+    L, n, d, max_len = size["teacher_layers"], size["student_layers"], size["d_model"], size["max_seq_len"]
+    args = run_args(size, method, amp)
+    torch.manual_seed(0)
+    teacher_config = bert_config(size, L, len(tokenizer))
+    teacher = build_classifier(teacher_config).to(device).eval().requires_grad_(False)
+    distil = method != "teacher"
+    student_config = bert_config(size, n if distil else L, len(tokenizer))
+    student = build_classifier(student_config).to(device)
+    objective = objective_for(method, args, L, n, device, d, max_len)
+    run = TrainingRun(args, None, student, device, objective, data,
+                      teacher if distil else None, device if distil else None)
+    groups = make_groups(run)
+    batches = [torch.arange(i * size["batch_size"], (i + 1) * size["batch_size"]) % len(data)
+               for i in range(steps + warmup + 1)]
+    position = iter(range(10 ** 9))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = timed_steps(lambda: training_step(run, groups, batches[next(position) % len(batches)], 1),
+                          steps, warmup, device)
+    memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    row = {"what": f"train {method}", "examples_per_s": size["batch_size"] / seconds,
+           "ms_per_step": 1000 * seconds, "peak_memory_mb": memory / 2 ** 20}
+    flops = train_flops(student_config, teacher_config, (size["batch_size"], max_len), distil)
+    row["tflops_per_s"] = flops / seconds / 1e12
+    rows = [row]
+    if method == "lad":
+        rows.append(compare_with_authors(run, groups, teacher, student, objective, tokenizer,
+                                         examples, data, args, size, device, steps, warmup, row))
+    return rows
+
+
+def compare_with_authors(run, groups, teacher, student, objective, tokenizer, examples, data,
+                         args, size, device, steps, warmup, ours):
+    """The first step of both approaches from the same state; then their throughput."""
+    fresh = copy.deepcopy
+    ours_run = TrainingRun(run.args, None, fresh(student), device, fresh(objective), data, teacher, device)
+    base = AuthorsLADStep(fresh(student), fresh(objective), teacher, tokenizer, examples.premise,
+                          examples.hypothesis, args, size, device)
+    base.labels = torch.as_tensor(examples.labels)
+    base.student.load_state_dict(ours_run.model.state_dict())
+    base.gates.load_state_dict(ours_run.objective.state_dict())
+    rows = torch.arange(size["batch_size"])
+    from fine_tune.trainer import accumulate_gradients
+    torch.manual_seed(1)
+    our_loss = float(sum(accumulate_gradients(ours_run, rows, 1).values()))
+    torch.manual_seed(1)
+    base_loss = float(base.loss_and_backward(rows.tolist()))
+    # Relative L2 distance of all gradients (student and gates): per-tensor ratios would be
+    # dominated by tensors whose true gradient is zero (e.g. attention key biases).
+    ours_grads = [p.grad for m in (ours_run.model, ours_run.objective) for p in m.parameters()]
+    base_grads = [p.grad for m in (base.student, base.gates) for p in m.parameters()]
+    diff = sum(float((a - b).pow(2).sum()) for a, b in zip(ours_grads, base_grads) if a is not None)
+    norm = sum(float(b.pow(2).sum()) for b in base_grads if b is not None)
+    worst = (diff / norm) ** 0.5
+    same = abs(our_loss - base_loss) <= 1e-4 * abs(base_loss) and worst < 1e-3
+    batches = [list(range(i * size["batch_size"], (i + 1) * size["batch_size"]))
+               for i in range(steps + warmup)]
+    position = iter(range(10 ** 9))
+    base.groups[0].optimizer.zero_grad(set_to_none=True)
+    seconds = timed_steps(lambda: base.step([r % len(data) for r in batches[next(position) % len(batches)]]),
+                          steps, warmup, device)
+    row = {"what": "train lad, authors' approach", "examples_per_s": size["batch_size"] / seconds,
+           "ms_per_step": 1000 * seconds,
+           "speedup_of_ours": ours["examples_per_s"] / (size["batch_size"] / seconds),
+           "first_step_loss_ours": our_loss, "first_step_loss_authors": base_loss,
+           "relative_grad_difference": worst, "same_loss_and_gradients": same}
+    return row
+
+
+def measure_inference(size_name, device, amp, assets, batch_size):
+    size = SIZES[size_name]
+    tokenizer, _, data = assets
+    rows = []
+    for name, layers in (("teacher", size["teacher_layers"]), ("student", size["student_layers"])):
+        model = build_classifier(bert_config(size, layers, len(tokenizer))).to(device)
+        predict(model, data, batch_size, device, amp=amp == "bf16")  # warm-up
+        sync(device)
+        started = time.perf_counter()
+        predict(model, data, batch_size, device, amp=amp == "bf16")
+        sync(device)
+        seconds = time.perf_counter() - started
+        rows.append({"what": f"evaluate/predict {name}", "examples_per_s": len(data) / seconds})
+    return rows
+
+
+def prepare(workdir: Path, size_name: str, examples_needed: int):
+    data_dir = workdir / "data"
+    write_demo_mnli(data_dir, sizes={"train": max(examples_needed, 2000), "dev_matched": 2000})
+    bert = write_tiny_bert(workdir / "bert", demo_texts(data_dir))
+    tokenizer = load_tokenizer(bert)
+    examples = read_split(data_dir, "mnli", "train")
+    data = tokenize(examples, tokenizer, SIZES[size_name]["max_seq_len"])
+    dev = tokenize(read_split(data_dir, "mnli", "dev_matched"), tokenizer, SIZES[size_name]["max_seq_len"])
+    return (tokenizer, examples, data), (tokenizer, None, dev)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=SIZES, default="small", help="model and batch sizes")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {METHODS}")
+    parser.add_argument("--device_id", type=int, default=-1, help="CUDA device, -1 for the CPU")
+    parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32", help="autocast dtype")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--eval_batch_size", type=int, default=512, help="batch size of inference")
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="the device's peak dense TFLOP/s for the dtype, for MFU (H100 SXM bf16: 989)")
+    parser.add_argument("--out", default="bench/results", help="folder for the CSV and JSON")
+    args = parser.parse_args()
+    device = resolve_device(args.device_id)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    size = SIZES[args.size]
+    with tempfile.TemporaryDirectory() as tmp:
+        train_assets, eval_assets = prepare(Path(tmp), args.size,
+                                            size["batch_size"] * (args.steps + args.warmup + 1))
+        results = []
+        for method in args.methods.split(","):
+            for row in measure_method(method, args.size, device, args.amp, args.steps, args.warmup,
+                                      train_assets):
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        results += measure_inference(args.size, device, args.amp, eval_assets, args.eval_batch_size)
+    for row in results:
+        if args.peak_tflops and "tflops_per_s" in row:
+            row["mfu"] = row["tflops_per_s"] / args.peak_tflops
+    machine = {"platform": platform.platform(), "processor": platform.processor(),
+               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    settings = vars(args) | {"sizes": size}
+    report(results, machine, settings, Path(args.out))
+
+
+def report(results, machine, settings, out: Path):
+    print(f"\nmachine: {machine}\nsettings: {settings}\n")
+    columns = ["what", "examples_per_s", "ms_per_step", "peak_memory_mb", "tflops_per_s", "mfu",
+               "speedup_of_ours", "same_loss_and_gradients"]
+    print("".join(f"{c:>{30 if c == 'what' else 16}}" for c in columns))
+    for row in results:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            cells.append(f"{text:>{30 if c == 'what' else 16}}")
+        print("".join(cells))
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{settings['size']}-{machine['device'].replace(' ', '_')}-{settings['amp']}"
+    (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "settings": settings,
+                                                  "results": results}, indent=2, default=str))
+    with open(out / f"{stem}.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=sorted({k for r in results for k in r}))
+        writer.writeheader()
+        writer.writerows(results)
+    print(f"\nwritten to {out / stem}.json and .csv")
+
+
+if __name__ == "__main__":
+    main()
