@@ -16,6 +16,7 @@ machine, torch version and settings. This is a benchmark, not a test.
 import argparse
 import copy
 import csv
+import itertools
 import json
 import platform
 import resource
@@ -38,7 +39,8 @@ from fine_tune.lad import (GatedObjective, lad_no_targets, lad_targets,  # noqa:
                            partial_lad_targets)
 from fine_tune.modeling import build_classifier, load_tokenizer, resolve_device  # noqa: E402
 from fine_tune.pkd import PKDObjective  # noqa: E402
-from fine_tune.trainer import CrossEntropy, TrainingRun, make_groups, training_step  # noqa: E402
+from fine_tune.trainer import (CrossEntropy, TrainingRun, accumulate_gradients,  # noqa: E402
+                               make_groups, training_step)
 
 SIZES = {  # teacher layers / width / heads / ffn, student layers, batch, length, vocabulary
     "small": dict(teacher_layers=12, d_model=64, heads=2, d_ff=256, student_layers=6,
@@ -119,19 +121,18 @@ def train_flops(config_student, config_teacher, tokens, distil):
 class AuthorsLADStep:
     """One LAD step the way the authors' code does it (see the module docstring)."""
 
-    def __init__(self, student, gates, teacher, tokenizer, premises, hypotheses, args, size, device):
+    def __init__(self, student, gates, teacher, tokenizer, examples, args, size, device):
         self.student, self.teacher, self.tokenizer = student, teacher, tokenizer
         self.gates, self.args, self.size, self.device = gates, args, size, device
-        self.premises, self.hypotheses = premises, hypotheses
-        groups = make_groups(TrainingRun(args, None, student, device, gates, None))
-        self.groups = groups
+        self.premises, self.hypotheses = examples.premise, examples.hypothesis
+        self.labels = torch.as_tensor(examples.labels)
+        self.groups = make_groups(TrainingRun(args, None, student, device, gates, None))
 
     def loss_and_backward(self, rows):
         args, n = self.args, self.size["student_layers"]
         encoded = self.tokenizer([self.premises[i] for i in rows], [self.hypotheses[i] for i in rows],
                                  padding="max_length", truncation=True,
                                  max_length=self.size["max_seq_len"], return_tensors="pt")
-        labels = encoded.pop("labels", None)
         batch = {k: v.to(self.device) for k, v in encoded.items()}
         labels = self.labels[rows].to(self.device)
         with torch.no_grad():
@@ -183,7 +184,7 @@ def measure_method(method, size_name, device, amp, steps, warmup, assets):
     groups = make_groups(run)
     batches = [torch.arange(i * size["batch_size"], (i + 1) * size["batch_size"]) % len(data)
                for i in range(steps + warmup + 1)]
-    position = iter(range(10 ** 9))
+    position = itertools.count()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed_steps(lambda: training_step(run, groups, batches[next(position) % len(batches)], 1),
@@ -206,13 +207,11 @@ def compare_with_authors(run, groups, teacher, student, objective, tokenizer, ex
     """The first step of both approaches from the same state; then their throughput."""
     fresh = copy.deepcopy
     ours_run = TrainingRun(run.args, None, fresh(student), device, fresh(objective), data, teacher, device)
-    base = AuthorsLADStep(fresh(student), fresh(objective), teacher, tokenizer, examples.premise,
-                          examples.hypothesis, args, size, device)
-    base.labels = torch.as_tensor(examples.labels)
+    base = AuthorsLADStep(fresh(student), fresh(objective), teacher, tokenizer, examples, args,
+                          size, device)
     base.student.load_state_dict(ours_run.model.state_dict())
     base.gates.load_state_dict(ours_run.objective.state_dict())
     rows = torch.arange(size["batch_size"])
-    from fine_tune.trainer import accumulate_gradients
     torch.manual_seed(1)
     our_loss = float(sum(accumulate_gradients(ours_run, rows, 1).values()))
     torch.manual_seed(1)
@@ -227,7 +226,7 @@ def compare_with_authors(run, groups, teacher, student, objective, tokenizer, ex
     same = abs(our_loss - base_loss) <= 1e-4 * abs(base_loss) and worst < 1e-3
     batches = [list(range(i * size["batch_size"], (i + 1) * size["batch_size"]))
                for i in range(steps + warmup)]
-    position = iter(range(10 ** 9))
+    position = itertools.count()
     base.groups[0].optimizer.zero_grad(set_to_none=True)
     seconds = timed_steps(lambda: base.step([r % len(data) for r in batches[next(position) % len(batches)]]),
                           steps, warmup, device)
