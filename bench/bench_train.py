@@ -294,6 +294,12 @@ def main():
     for row in results:
         if args.peak_tflops and "tflops_per_s" in row:
             row["mfu"] = row["tflops_per_s"] / args.peak_tflops
+    by_name = {row["what"]: row for row in results}
+    if "train teacher" in by_name and "train lad" in by_name:
+        # The seed's pipeline: 36,816 teacher steps, then 49,088 LAD steps.
+        hours = (36816 * by_name["train teacher"]["ms_per_step"] +
+                 49088 * by_name["train lad"]["ms_per_step"]) / 1000 / 3600
+        results.append({"what": "projected seed pipeline (teacher + LAD), hours", "hours": hours})
     machine = {"platform": platform.platform(), "processor": platform.processor(),
                "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
@@ -304,14 +310,15 @@ def main():
 def report(results, machine, settings, out: Path):
     print(f"\nmachine: {machine}\nsettings: {settings}\n")
     columns = ["what", "examples_per_s", "ms_per_step", "peak_memory_mb", "tflops_per_s", "mfu",
-               "speedup_of_ours", "same_loss_and_gradients"]
-    print("".join(f"{c:>{30 if c == 'what' else 16}}" for c in columns))
+               "speedup_of_ours", "same_loss_and_gradients", "hours"]
+    width = {"what": 48}
+    print("".join(f"{c:>{width.get(c, 16)}} " for c in columns))
     for row in results:
         cells = []
         for c in columns:
             value = row.get(c, "")
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
-            cells.append(f"{text:>{30 if c == 'what' else 16}}")
+            cells.append(f"{text:>{width.get(c, 16)}} ")
         print("".join(cells))
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{settings['size']}-{machine['device'].replace(' ', '_')}-{settings['amp']}"
