@@ -56,12 +56,18 @@ def test_gate_settings_fall_back_to_the_model_schedule():
     assert (gate.total_step, gate.warmup_step) == (100, 10)
 
 
+def model_and_data(workdir, max_seq_len, dropout=0.0):
+    """The tiny BERT with a seeded head, and the fixture's train split."""
+    torch.manual_seed(0)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=dropout)
+    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
+                          load_tokenizer(workdir / "tiny-bert"), max_seq_len, show_progress=False)
+    return model, data
+
+
 def test_gradient_accumulation_gives_the_full_batch_gradient(workdir):
     """--accum_step only splits the batch: the gradient is the full batch's (dropout off)."""
-    torch.manual_seed(0)
-    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
-    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
-                          load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
+    model, data = model_and_data(workdir, max_seq_len=32)
     run = TrainingRun(None, None, model, torch.device("cpu"), CrossEntropy(), data)
     rows = torch.arange(10)  # 10 examples in 4 micro-batches of unequal sizes (3, 3, 2, 2)
     results = []
@@ -100,10 +106,7 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
 
 def test_dynamic_padding_gives_the_same_loss_and_gradients(workdir):
     """Cutting padding is exact for the teacher's loss (padding is masked)."""
-    torch.manual_seed(0)
-    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
-    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
-                          load_tokenizer(workdir / "tiny-bert"), 128, show_progress=False)
+    model, data = model_and_data(workdir, max_seq_len=128)
     results = []
     for dynamic in (False, True):
         run = TrainingRun(argparse.Namespace(dynamic_padding=dynamic), None, model,
@@ -117,10 +120,7 @@ def test_dynamic_padding_gives_the_same_loss_and_gradients(workdir):
 
 
 def test_bf16_autocast_runs_the_forward_in_bf16_and_the_loss_in_fp32(workdir):
-    torch.manual_seed(0)
-    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.0)
-    data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
-                          load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
+    model, data = model_and_data(workdir, max_seq_len=32)
     seen = []
     model.classifier.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     losses = {}
