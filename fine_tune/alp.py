@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from fine_tune.modeling import move
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
 
 VARIANTS = ("alp-kd", "alp-kd-hidden", "alp-kd-hidden-v2")
@@ -38,7 +39,7 @@ class ALPObjective(DistillationObjective):
         self.padding_invariant = self.variant == "alp-kd"  # [CLS] only
 
     def hidden_terms(self, student_hidden, teacher_hidden):
-        teachers = torch.stack([h.to(self.device, non_blocking=True) for h in teacher_hidden])
+        teachers = torch.stack([move(h, self.device) for h in teacher_hidden])
         if self.variant == "alp-kd":
             students = [s[:, 0] for s in student_hidden]
             teachers = teachers[:, :, 0]

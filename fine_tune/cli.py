@@ -83,8 +83,13 @@ def add_amp_arg(group):
 
 
 def add_device_arg(group, flag="--device_id", what="the model"):
-    group.add_argument(flag, type=int, default=-1,
-                       help=f"CUDA device index for {what}; -1 runs on the CPU")
+    if flag == "--device_id":
+        group.add_argument(flag, type=int, default=-1,
+                           help=f"CUDA device index for {what}; -1 runs on the CPU")
+    else:
+        group.add_argument(flag, type=int, default=None,
+                           help=f"CUDA device index for {what}; -1 runs on the CPU "
+                                "(default: --device_id)")
 
 
 def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):

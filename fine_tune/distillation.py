@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.modeling import ATTENTION, build_classifier, load_tokenizer, resolve_device
+from fine_tune.modeling import ATTENTION, build_classifier, load_tokenizer, move, resolve_device
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
@@ -31,7 +31,7 @@ class DistillationObjective(Objective):
 
     def forward(self, student_out, teacher_out, labels):
         logits = student_out.logits.float()
-        teacher_logits = teacher_out.logits.to(self.device, non_blocking=True).float()
+        teacher_logits = move(teacher_out.logits, self.device).float()
         t = self.temperature
         terms = {
             "hard": self.hard_weight * F.cross_entropy(logits, labels),
@@ -52,7 +52,7 @@ def mse_terms(students, targets, mu: float, device) -> dict:
     included, as in the authors' code). `students[j]` and `targets[j]` are student layer
     j+1 and its target."""
     weight = mu / len(students)
-    return {f"hidden_{j + 1}": weight * F.mse_loss(s.float(), t.to(device, non_blocking=True).float())
+    return {f"hidden_{j + 1}": weight * F.mse_loss(s.float(), move(t, device).float())
             for j, (s, t) in enumerate(zip(students, targets))}
 
 
@@ -151,6 +151,9 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
     check_training_args(args)
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     device = resolve_device(args.device_id)
+    for flag in ("tdevice_id", "gate_device_id"):  # unset: the student's device
+        if getattr(args, flag, -2) is None:
+            setattr(args, flag, args.device_id)
     teacher_device = resolve_device(args.tdevice_id, "--tdevice_id")
     teacher_experiment, teacher, teacher_args = load_teacher(args)
     tokenizer = load_tokenizer(teacher_experiment.path / "tokenizer")

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from fine_tune.data import LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.io import atomic_write_text
 from fine_tune.modeling import autocast, build_classifier, load_tokenizer, resolve_device
 
 
@@ -65,8 +64,7 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     results = pd.DataFrame(rows)
     best = results.loc[results["accuracy"].idxmax()]
 
-    path = experiment.path / f"results_{args.dataset}.csv"
-    atomic_write_text(results.to_csv(index=False), path)
+    path = experiment.write_text(f"results_{args.dataset}.csv", results.to_csv(index=False))
     with SummaryWriter(experiment.path / "log") as writer:
         for row in rows:
             writer.add_scalar(f"eval/{args.dataset}/accuracy", row["accuracy"], row["step"])
@@ -85,8 +83,6 @@ def write_test_predictions(args) -> None:
     predicted = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}",
                         amp=args.amp == "bf16")
     submission = pd.DataFrame({"index": data.index, "prediction": [LABELS[i] for i in predicted]})
-    folder = experiment.path / "predictions" / str(args.ckpt)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SUBMISSION_FILES[args.dataset]
-    atomic_write_text(submission.to_csv(sep="\t", index=False), path)
+    path = experiment.write_text(f"predictions/{args.ckpt}/{SUBMISSION_FILES[args.dataset]}",
+                                 submission.to_csv(sep="\t", index=False))
     print(f"wrote {len(submission)} predictions of model-{args.ckpt}.pt to {path}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from fine_tune.errors import UserError
-from fine_tune.io import atomic_torch_save, atomic_write_json
+from fine_tune.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
 TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
@@ -109,6 +109,16 @@ class Experiment:
         if changed:
             raise UserError(f"--resume with settings that change the run ({'; '.join(changed)}): "
                             "resume with the original flags, or start a new --experiment")
+
+    def write_text(self, relative_path: str, text: str) -> Path:
+        path = self.path / relative_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create {path.parent} ({error.strerror}): fix the permissions "
+                            f"of {self.path} or free disk space") from None
+        self._write(lambda text, path: atomic_write_text(text, path), text, path)
+        return path
 
     def write_json(self, name: str, obj) -> None:
         self._write(atomic_write_json, obj, self.path / name)

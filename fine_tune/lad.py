@@ -9,7 +9,7 @@ from torch import nn
 
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
 from fine_tune.errors import UserError
-from fine_tune.modeling import resolve_device
+from fine_tune.modeling import move, resolve_device
 
 
 class HighwayGate(nn.Module):
@@ -86,7 +86,7 @@ class GatedObjective(DistillationObjective):
         self.to(gate_device)
 
     def hidden_terms(self, student_hidden, teacher_hidden):
-        hidden = [h.to(self.gate_device, non_blocking=True) for h in teacher_hidden]
+        hidden = [move(h, self.gate_device) for h in teacher_hidden]
         aggregates = [hidden[0]]  # A_1 = H_1
         for i in range(1, self.chain_length):
             aggregates.append(self.gates[i - 1](aggregates[-1], hidden[i]))

@@ -89,3 +89,9 @@ def autocast(devices, enabled: bool) -> ExitStack:
         for kind in sorted({torch.device(d).type for d in devices}):
             stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
     return stack
+
+
+def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device`, asynchronously only towards a GPU: an asynchronous copy to the CPU
+    could be read before it has landed."""
+    return tensor.to(device, non_blocking=torch.device(device).type == "cuda")

@@ -4,6 +4,7 @@ import shutil
 from transformers import set_seed
 
 from fine_tune.data import NUM_CLASSES, load_tokenized
+from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import (check_max_seq_len, load_pretrained_classifier, load_tokenizer,
                                 resolve_device)
@@ -31,9 +32,16 @@ def fine_tune_teacher(args) -> None:
 
 
 def save_tokenizer(tokenizer, experiment: Experiment) -> None:
-    """Keep the tokenizer with the experiment so evaluation and students need nothing else."""
+    """Keep the tokenizer with the experiment so evaluation and students need nothing else.
+    Staged and renamed into place; a resumed run keeps the one it has."""
+    final = experiment.path / "tokenizer"
+    if final.is_dir():
+        return
     staging = experiment.path / ".tokenizer.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(experiment.path / "tokenizer", ignore_errors=True)
-    staging.rename(experiment.path / "tokenizer")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(final)
+    except OSError as error:
+        raise UserError(f"cannot write {final} ({error.strerror or error}): free disk space or "
+                        f"fix the permissions of {experiment.path}") from None

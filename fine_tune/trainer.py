@@ -167,9 +167,11 @@ def check_training_args(args) -> None:
                         f"{args.accum_step}; the effective batch is --batch_size, split into "
                         "--accum_step equal micro-batches")
     for prefix in ("", "gate_"):
-        total = getattr(args, prefix + "total_step", None)
-        warmup = getattr(args, prefix + "warmup_step", None)
-        if total is not None and warmup is not None and warmup > total:
+        if not hasattr(args, prefix + "total_step"):
+            continue
+        settings = OptimizerSettings.from_args(args, prefix)  # gate values default to the model's
+        total, warmup = settings.total_step, settings.warmup_step
+        if warmup > total:
             raise UserError(f"--{prefix}warmup_step {warmup} is larger than --{prefix}total_step "
                             f"{total}; the warmup must end within training")
 
@@ -193,7 +195,8 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
             # of their own autograd graph.
             with torch.no_grad():
-                inputs = _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device)
+                if run.teacher_device != run.device:  # copy the batch once per device
+                    inputs = _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device)
                 teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
         return run.objective(outputs, teacher_outputs, labels)
 
@@ -202,7 +205,7 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) 
     """Backward over the batch `rows` in `accum_step` micro-batches; the gradients are those
     of the full batch's mean loss. Returns the batch's loss terms (detached)."""
     batch_terms = defaultdict(float)
-    for chunk in rows.tensor_split(accum_step):
+    for chunk in rows.tensor_split(min(accum_step, len(rows))):  # a short last batch: no empty chunks
         weight = len(chunk) / len(rows)           # each term is a micro-batch mean
         terms = loss_terms(run, chunk)
         sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
@@ -254,7 +257,9 @@ class NonFiniteGuard:
 
     def update(self, terms: dict, step: int) -> None:
         for name, value in terms.items():
-            first = self.first_bad.get(name, torch.full((), -1, device=value.device))
+            if name not in self.first_bad:
+                self.first_bad[name] = torch.full((), -1, device=value.device)
+            first = self.first_bad[name]
             bad = ~torch.isfinite(value) & (first < 0)
             self.first_bad[name] = torch.where(bad, step, first)
 

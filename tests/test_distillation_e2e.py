@@ -102,6 +102,7 @@ def test_seed_distillation_command_trains_a_student(work, experiment):
         (["gate-2.pt", "gate-4.pt", "gate-5.pt"] if gates else []) + models + ["train_state.pt"]
     config = json.loads((folder / "config.json").read_text())
     assert config["max_seq_len"] == 128 and config["ptrain_ver"] == "tiny-bert-12"
+    assert config["tdevice_id"] == -1  # given, or defaulted to --device_id
     assert config["num_hidden_layers"] == 6 and config["mu"] == float(seed_flags(command)[
         seed_flags(command).index("--mu") + 1])
     model_config = json.loads((folder / "model_config.json").read_text())
@@ -201,3 +202,11 @@ def test_dynamic_padding_is_refused_where_it_would_change_the_loss(work):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--dynamic_padding would change this method's loss" in result.stderr
     assert not (work / "exp" / "pad_bert_mnli").exists()
+
+
+def test_teacher_and_gate_devices_default_to_the_students(work):
+    run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | dict(
+        experiment="LAD_devices", tdevice_id=None, gate_device_id=None, total_step=1,
+        gate_total_step=1, warmup_step=0, gate_warmup_step=0)), cwd=work)
+    config = json.loads((work / "exp" / "LAD_devices_bert_mnli" / "config.json").read_text())
+    assert (config["device_id"], config["tdevice_id"], config["gate_device_id"]) == (-1, -1, -1)

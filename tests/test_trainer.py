@@ -133,3 +133,31 @@ def test_bf16_autocast_runs_the_forward_in_bf16_and_the_loss_in_fp32(workdir):
     assert seen == [torch.float32, torch.bfloat16]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+def test_a_batch_smaller_than_accum_step_has_no_empty_micro_batches(workdir):
+    """The last batch of an epoch can be shorter than --accum_step."""
+    model, data = model_and_data(workdir, max_seq_len=32)
+    for dynamic in (False, True):
+        run = TrainingRun(argparse.Namespace(dynamic_padding=dynamic), None, model,
+                          torch.device("cpu"), CrossEntropy(), data)
+        model.zero_grad()
+        terms = accumulate_gradients(run, torch.arange(3), 8)
+        expected = nn.functional.cross_entropy(
+            model(**{k: v for k, v in data.batch(torch.arange(3)).items() if k != "labels"}).logits,
+            data.labels[:3])
+        assert float(terms["ce"]) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_gate_warmup_is_checked_against_the_schedule_it_falls_back_to():
+    from fine_tune.errors import UserError
+    from fine_tune.trainer import check_training_args
+    args = argparse.Namespace(task="mnli", num_class=3, batch_size=32, accum_step=1, lr=1e-4,
+                              beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, max_norm=1.0,
+                              total_step=100, warmup_step=10, gate_lr=1e-6, gate_beta1=0.9,
+                              gate_beta2=0.999, gate_eps=1e-8, gate_weight_decay=0.0,
+                              gate_max_norm=1.0, gate_total_step=None, gate_warmup_step=200)
+    with pytest.raises(UserError, match="--gate_warmup_step 200 is larger than --gate_total_step 100"):
+        check_training_args(args)
+    args.gate_warmup_step = 50
+    check_training_args(args)
