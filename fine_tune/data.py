@@ -13,6 +13,7 @@ import torch
 
 from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save
+from fine_tune.progress import progress
 
 TASKS = ("mnli",)
 TASK_DIRS = {"mnli": "MNLI"}
@@ -182,13 +183,11 @@ def load_tokenized(data_dir, task: str, split: str, tokenizer, max_seq_len: int,
 
 def tokenize(examples: Examples, tokenizer, max_seq_len: int, show_progress=False,
              desc="tokenize", chunk_size: int = 8192) -> TokenizedSplit:
-    from tqdm.auto import tqdm
-
     n = len(examples.premise)
     input_ids = torch.zeros(n, max_seq_len, dtype=torch.int32)
     token_type_ids = torch.zeros(n, max_seq_len, dtype=torch.int8)
     lengths = torch.zeros(n, dtype=torch.int16)
-    for start in tqdm(range(0, n, chunk_size), desc=desc, disable=not show_progress,
+    for start in progress(range(0, n, chunk_size), desc=desc, disable=not show_progress,
                       unit="chunk", leave=False):
         stop = min(start + chunk_size, n)
         encoded = tokenizer(examples.premise[start:stop], examples.hypothesis[start:stop],

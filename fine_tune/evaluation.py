@@ -8,11 +8,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
 from fine_tune.data import LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
+from fine_tune.progress import progress
 from fine_tune.modeling import autocast, build_classifier, load_tokenizer, resolve_device
 
 
@@ -24,7 +24,7 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
     model.eval()
     order = torch.argsort(data.lengths.long(), stable=True)
     predictions = torch.empty(len(data), dtype=torch.long)
-    for rows in tqdm(order.split(batch_size), desc=desc, unit="batch", leave=False):
+    for rows in progress(order.split(batch_size), desc=desc, unit="batch", leave=False):
         batch = data.batch(rows, trim=True)
         batch.pop("labels", None)
         with autocast([device], amp):
@@ -53,7 +53,7 @@ def _load(args, step=None):
 def evaluate_checkpoints(args) -> pd.DataFrame:
     experiment, model, data, device, steps = _load(args)
     rows = []
-    for step in tqdm(steps, desc=f"evaluate {args.dataset}", unit="ckpt"):
+    for step in progress(steps, desc=f"evaluate {args.dataset}", unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
         predicted = predict(model, data, args.batch_size, device, desc=f"model-{step}",
                             amp=args.amp == "bf16")

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from fine_tune.data import NUM_CLASSES, TokenizedSplit
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import autocast
+from fine_tune.progress import progress
 
 
 class Objective(nn.Module):
@@ -324,8 +324,8 @@ def train(run: TrainingRun) -> None:
     total_step = args.total_step
     sums, summed_steps = defaultdict(float), 0  # loss terms since the last log, on the device
     guard = NonFiniteGuard()
-    bar = tqdm(range(start + 1, total_step + 1), initial=start, total=total_step,
-               desc=experiment.name, unit="step", dynamic_ncols=True)
+    bar = progress(range(start + 1, total_step + 1), initial=start, total=total_step,
+                   desc=experiment.name, unit="step")
     for step in bar:
         terms = training_step(run, groups, order.next_batch(), args.accum_step)
         guard.update(terms, step)
