@@ -278,10 +278,10 @@ def probing_parser():
     group = parser.add_argument_group("probing")
     group.add_argument("--probing_exp", default="partial_lad", choices=("partial_lad",),
                        help="probing experiment to run")
-    group.add_argument("--gate_indices", type=index_list, default=[2, 4, 6, 8, 10],
+    group.add_argument("--gate_indices", type=index_list, default="2,4,6,8,10",
                        help="teacher layers (1-based, comma-separated, increasing) whose gated "
                             "aggregates A_i are distilled")
-    group.add_argument("--student_indices", type=index_list, default=[1, 2, 3, 4, 5, 6],
+    group.add_argument("--student_indices", type=index_list, default="1,2,3,4,5,6",
                        help="student layers (1-based); the first len(--gate_indices) are matched "
                             "to those aggregates, and initialised from those pre-trained layers")
     return parser
