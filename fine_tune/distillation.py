@@ -6,7 +6,6 @@ Notation (as in the paper): teacher hidden states H_1 .. H_L and student S_1 .. 
 the embedding output excluded; k = L // n.
 """
 import torch
-from torch import nn
 from torch.nn import functional as F
 from transformers import BertConfig, BertModel, set_seed
 from transformers.utils import logging as hf_logging

@@ -1,7 +1,6 @@
 """Trustworthy runs: a run killed with SIGKILL (mid-training or mid-save) and resumed ends
 bitwise equal to an uninterrupted run; a non-finite loss stops the run cleanly; write
 failures keep what was saved before."""
-import os
 import shutil
 import subprocess
 import sys
@@ -79,13 +78,8 @@ def assert_bitwise_equal(a, b):
         assert torch.equal(a[name], b[name]), name
 
 
-@pytest.fixture
-def teacher_work(workdir):
-    return workdir
-
-
-def test_teacher_killed_mid_training_resumes_bitwise(teacher_work):
-    work = teacher_work
+def test_teacher_killed_mid_training_resumes_bitwise(workdir):
+    work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER, exp_dir="ref"), cwd=work)
     killed = run_hooked("kill_after_step", 7, "run_fine_tune.py", seed_flags(TEACHER), work)
     assert killed.returncode == -9
@@ -101,8 +95,8 @@ def test_teacher_killed_mid_training_resumes_bitwise(teacher_work):
         assert_bitwise_equal(weights(folder, step), weights(reference, step))
 
 
-def test_teacher_killed_while_saving_keeps_the_previous_checkpoint(teacher_work):
-    work = teacher_work
+def test_teacher_killed_while_saving_keeps_the_previous_checkpoint(workdir):
+    work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER, exp_dir="ref"), cwd=work)
     killed = run_hooked("kill_during_save", "model-10.pt", "run_fine_tune.py", seed_flags(TEACHER), work)
     assert killed.returncode == -9
@@ -118,8 +112,8 @@ def test_teacher_killed_while_saving_keeps_the_previous_checkpoint(teacher_work)
     assert_bitwise_equal(weights(folder, 14), weights(work / "ref" / "teacher_base_bert_mnli", 14))
 
 
-def test_lad_killed_mid_training_resumes_bitwise(teacher_work):
-    work = teacher_work
+def test_lad_killed_mid_training_resumes_bitwise(workdir):
+    work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work)
     shutil.copytree(work / "exp", work / "ref")
     run_script("run_lad_distil.py", *seed_flags(LAD, exp_dir="ref"), cwd=work)
@@ -132,8 +126,8 @@ def test_lad_killed_mid_training_resumes_bitwise(teacher_work):
         assert_bitwise_equal(weights(folder, 14, kind), weights(reference, 14, kind))
 
 
-def test_resume_refuses_changed_settings(teacher_work):
-    work = teacher_work
+def test_resume_refuses_changed_settings(workdir):
+    work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=5), cwd=work)
     result = run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=5, lr=2e-3, batch_size=16),
                         "--resume", cwd=work, check=False)
@@ -145,8 +139,8 @@ def test_resume_refuses_changed_settings(teacher_work):
     assert result.returncode == 2 and "pass one" in result.stderr
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(teacher_work):
-    work = teacher_work
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
+    work = workdir
     result = run_hooked("nan_at_step", 7, "run_fine_tune.py", seed_flags(TEACHER, log_step=100), work)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     line = result.stderr.strip().splitlines()[-1]
