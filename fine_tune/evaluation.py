@@ -13,7 +13,8 @@ from fine_tune.data import LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokeni
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.progress import progress
-from fine_tune.modeling import autocast, build_classifier, load_tokenizer, resolve_device
+from fine_tune.modeling import (autocast, build_classifier, load_tokenizer, prepared_attention_mask,
+                                resolve_device)
 
 
 @torch.inference_mode()
@@ -28,7 +29,8 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
         batch = data.batch(rows, trim=True)
         batch.pop("labels", None)
         with autocast([device], amp):
-            logits = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits
+            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            logits = model(**prepared_attention_mask(inputs)).logits
         predictions[rows] = logits.argmax(dim=-1).cpu()
     return predictions.numpy()
 

@@ -95,3 +95,13 @@ def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy to `device`, asynchronously only towards a GPU: an asynchronous copy to the CPU
     could be read before it has landed."""
     return tensor.to(device, non_blocking=torch.device(device).type == "cuda")
+
+
+def prepared_attention_mask(inputs: dict) -> dict:
+    """Replace the [batch, length] padding mask by the 4D boolean mask that scaled-dot-
+    product attention takes ([batch, 1, length, length], an expanded view, no copy).
+    transformers passes a prepared 4D mask through unchanged; given a 2D mask it checks
+    whether the mask is all ones, which synchronises the GPU with the host on every forward."""
+    mask = inputs["attention_mask"].bool()
+    length = mask.shape[-1]
+    return {**inputs, "attention_mask": mask[:, None, None, :].expand(-1, 1, length, -1)}

@@ -18,7 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 from fine_tune.data import NUM_CLASSES, TokenizedSplit
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.modeling import autocast
+from fine_tune.modeling import autocast, prepared_attention_mask
 from fine_tune.progress import progress
 
 
@@ -187,7 +187,7 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
     with autocast(run.devices(), run.amp):
-        inputs = _to(batch, run.device)
+        inputs = prepared_attention_mask(_to(batch, run.device))
         labels = inputs.pop("labels")
         outputs = run.model(**inputs, output_hidden_states=hidden)
         teacher_outputs = None
@@ -196,7 +196,8 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
             # of their own autograd graph.
             with torch.no_grad():
                 if run.teacher_device != run.device:  # copy the batch once per device
-                    inputs = _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device)
+                    inputs = prepared_attention_mask(
+                        _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device))
                 teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
         return run.objective(outputs, teacher_outputs, labels)
 

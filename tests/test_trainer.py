@@ -161,3 +161,24 @@ def test_gate_warmup_is_checked_against_the_schedule_it_falls_back_to():
         check_training_args(args)
     args.gate_warmup_step = 50
     check_training_args(args)
+
+
+def test_training_step_has_no_host_synchronising_ops(workdir):
+    """Our step hands BERT a prepared 4D mask, so transformers does not call .all() on it
+    (a GPU-to-host sync per forward), and the loss is the one of the 2D mask."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from fine_tune.modeling import prepared_attention_mask
+    model, data = model_and_data(workdir, max_seq_len=32)
+    batch = {k: v for k, v in data.batch(torch.arange(4)).items() if k != "labels"}
+    with torch.no_grad():
+        plain = model(**batch).logits
+        prepared = model(**prepared_attention_mask(batch)).logits
+    torch.testing.assert_close(prepared, plain, rtol=0, atol=1e-6)
+    assert data.lengths[:4].min() < 32  # the rows really are padded
+
+    run = TrainingRun(None, None, model, torch.device("cpu"), CrossEntropy(), data)
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        accumulate_gradients(run, torch.arange(8), 2)
+    ops = {event.key for event in trace.key_averages()}
+    assert not ops & {"aten::item", "aten::is_nonzero", "aten::_local_scalar_dense"}, ops
