@@ -141,14 +141,14 @@ class TrainingRun:
     teacher_device: torch.device | None = None
     amp: bool = field(init=False)              # --amp bf16: autocast forward passes
     dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
+    devices: set = field(init=False)           # every device the step touches, found once
 
     def __post_init__(self):
         self.amp = getattr(self.args, "amp", "fp32") == "bf16"
         self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
-
-    def devices(self) -> list:
-        found = [self.device, *(p.device for p in self.objective.parameters())]
-        return found + ([self.teacher_device] if self.teacher is not None else [])
+        self.devices = {self.device, *(p.device for p in self.objective.parameters())}
+        if self.teacher is not None:
+            self.devices.add(self.teacher_device)
 
 
 def check_padding(args, objective: Objective) -> None:
@@ -186,7 +186,7 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     the matrix work runs in bf16; the objectives compute losses and softmaxes in fp32."""
     batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
-    with autocast(run.devices(), run.amp):
+    with autocast(run.devices, run.amp):
         inputs = prepared_attention_mask(_to(batch, run.device))
         labels = inputs.pop("labels")
         outputs = run.model(**inputs, output_hidden_states=hidden)
