@@ -7,10 +7,14 @@ that follows the authors' published approach.
 Each measurement runs the project's real training step (`fine_tune.trainer.training_step`)
 on random-weight models of the chosen size, with token ids from the demo data set. For
 LAD it also runs, in the same process and on the same inputs, a baseline step written the
-way the authors' code works: the batch is tokenised every step (padded to max_seq_len),
-fp32, one `backward(retain_graph=True)` per loss term, and a host-synchronising
-all-zeros check inside each gate. The first step of both is checked to give the same loss
-and gradients. Results are printed as a table and written as CSV and JSON, with the
+way the authors' code (IKMLab/LAD, transformers 3.3.1) works: the teacher's and the
+student's tokenizer each encode the batch every step (padded to max_seq_len), eager
+attention (that transformers has no SDPA) with attention weights returned, fp32, one
+`backward(retain_graph=True)` per loss term with `.item()` read from each, and a
+host-synchronising all-zeros check inside each gate. The first step of both is checked to
+give the same loss and gradients; then the two steps are timed in turn, step by step, and
+the ratio of their median step times is reported. Step times are medians (a shared machine
+has slow spells). Results are printed as a table and written as CSV and JSON, with the
 machine, torch version and settings. This is a benchmark, not a test.
 """
 import argparse
@@ -20,6 +24,7 @@ import itertools
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from transformers import BertConfig, BertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -91,15 +97,21 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed_steps(step, steps, warmup, device):
+def timed_steps(steps_to_time, steps, warmup, device):
+    """Median seconds per step of each callable. They run in turn, step by step, so a slow
+    spell of a shared machine hits them alike; the median ignores outlier steps."""
     for _ in range(warmup):
-        step()
-    sync(device)
-    started = time.perf_counter()
+        for step in steps_to_time:
+            step()
+    times = [[] for _ in steps_to_time]
     for _ in range(steps):
-        step()
-    sync(device)
-    return (time.perf_counter() - started) / steps
+        for step, seconds in zip(steps_to_time, times):
+            sync(device)
+            started = time.perf_counter()
+            step()
+            sync(device)
+            seconds.append(time.perf_counter() - started)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def train_flops(config_student, config_teacher, tokens, distil):
@@ -118,31 +130,40 @@ def train_flops(config_student, config_teacher, tokens, distil):
     return total
 
 
+def eager_copy(model):
+    """The same model and weights with transformers' eager (non-SDPA) attention."""
+    config = BertConfig.from_dict(model.config.to_dict(), attn_implementation="eager")
+    copy_ = BertForSequenceClassification(config).to(model.device)
+    copy_.load_state_dict(model.state_dict())
+    return copy_.train(model.training).requires_grad_(any(p.requires_grad for p in model.parameters()))
+
+
 class AuthorsLADStep:
     """One LAD step the way the authors' code does it (see the module docstring)."""
 
     def __init__(self, student, gates, teacher, tokenizer, examples, args, size, device):
-        self.student, self.teacher, self.tokenizer = student, teacher, tokenizer
+        # transformers 3.3.1 (the authors' pin) has no SDPA: BERT's attention is eager.
+        self.student, self.teacher = eager_copy(student), eager_copy(teacher)
+        self.tokenizer = tokenizer
         self.gates, self.args, self.size, self.device = gates, args, size, device
         self.premises, self.hypotheses = examples.premise, examples.hypothesis
         self.labels = torch.as_tensor(examples.labels)
-        self.groups = make_groups(TrainingRun(args, None, student, device, gates, None))
+        self.groups = make_groups(TrainingRun(args, None, self.student, device, gates, None))
 
     def loss_and_backward(self, rows):
         args, n = self.args, self.size["student_layers"]
-        encoded = self.tokenizer([self.premises[i] for i in rows], [self.hypotheses[i] for i in rows],
-                                 padding="max_length", truncation=True,
-                                 max_length=self.size["max_seq_len"], return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in encoded.items()}
+        # The teacher's and the student's tokenizer each encode the batch, every step.
+        batches = [{k: v.to(self.device) for k, v in self.encode(rows).items()} for _ in range(2)]
         labels = self.labels[rows].to(self.device)
-        with torch.no_grad():
-            teacher_out = self.teacher(**batch, output_hidden_states=True)
-        student_out = self.student(**batch, output_hidden_states=True)
+        with torch.no_grad():  # their models also return every layer's attention weights
+            teacher_out = self.teacher(**batches[0], output_hidden_states=True, output_attentions=True)
+        student_out = self.student(**batches[1], output_hidden_states=True, output_attentions=True)
         T = args.softmax_temp
         logits_loss = args.hard_weight * F.cross_entropy(student_out.logits, labels) + \
             args.soft_weight * T * T * F.kl_div(F.log_softmax(student_out.logits / T, -1),
                                                 F.softmax(teacher_out.logits / T, -1),
                                                 reduction="batchmean")
+        logits_loss.item()  # each term is read for the progress bar: a host sync
         logits_loss.backward(retain_graph=True)
         total = logits_loss.detach()
         hidden = teacher_out.hidden_states[1:]
@@ -157,9 +178,15 @@ class AuthorsLADStep:
         k = layer_stride(len(hidden), n)
         for j in range(1, n + 1):
             loss = args.mu / n * F.mse_loss(student_out.hidden_states[j], aggregates[j * k - 1])
+            loss.item()
             loss.backward(retain_graph=True)
             total = total + loss.detach()
         return total
+
+    def encode(self, rows):
+        return self.tokenizer([self.premises[i] for i in rows], [self.hypotheses[i] for i in rows],
+                              padding="max_length", truncation=True,
+                              max_length=self.size["max_seq_len"], return_tensors="pt")
 
     def step(self, rows):
         self.loss_and_backward(rows)
@@ -187,8 +214,8 @@ def measure_method(method, size_name, device, amp, steps, warmup, assets):
     position = itertools.count()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = timed_steps(lambda: training_step(run, groups, batches[next(position) % len(batches)], 1),
-                          steps, warmup, device)
+    [seconds] = timed_steps([lambda: training_step(run, groups, batches[next(position) % len(batches)], 1)],
+                            steps, warmup, device)
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     row = {"what": f"train {method}", "examples_per_s": size["batch_size"] / seconds,
@@ -197,13 +224,13 @@ def measure_method(method, size_name, device, amp, steps, warmup, assets):
     row["tflops_per_s"] = flops / seconds / 1e12
     rows = [row]
     if method == "lad":
-        rows.append(compare_with_authors(run, groups, teacher, student, objective, tokenizer,
-                                         examples, data, args, size, device, steps, warmup, row))
+        rows.append(compare_with_authors(run, teacher, student, objective, tokenizer, examples,
+                                         data, args, size, device, steps, warmup))
     return rows
 
 
-def compare_with_authors(run, groups, teacher, student, objective, tokenizer, examples, data,
-                         args, size, device, steps, warmup, ours):
+def compare_with_authors(run, teacher, student, objective, tokenizer, examples, data, args, size,
+                         device, steps, warmup):
     """The first step of both approaches from the same state; then their throughput."""
     fresh = copy.deepcopy
     ours_run = TrainingRun(run.args, None, fresh(student), device, fresh(objective), data, teacher, device)
@@ -224,15 +251,20 @@ def compare_with_authors(run, groups, teacher, student, objective, tokenizer, ex
     norm = sum(float(b.pow(2).sum()) for b in base_grads if b is not None)
     worst = (diff / norm) ** 0.5
     same = abs(our_loss - base_loss) <= 1e-4 * abs(base_loss) and worst < 1e-3
-    batches = [list(range(i * size["batch_size"], (i + 1) * size["batch_size"]))
+    # Time both again, in turn, from here on: the ratio is not skewed by drift on a shared machine.
+    ours_groups = make_groups(ours_run)
+    for model in (ours_run.model, ours_run.objective, base.student, base.gates):
+        model.zero_grad(set_to_none=True)
+    batches = [torch.arange(i * size["batch_size"], (i + 1) * size["batch_size"]) % len(data)
                for i in range(steps + warmup)]
-    position = itertools.count()
-    base.groups[0].optimizer.zero_grad(set_to_none=True)
-    seconds = timed_steps(lambda: base.step([r % len(data) for r in batches[next(position) % len(batches)]]),
-                          steps, warmup, device)
+    ours_position, base_position = itertools.count(), itertools.count()
+    ours_seconds, seconds = timed_steps(
+        [lambda: training_step(ours_run, ours_groups, batches[next(ours_position) % len(batches)], 1),
+         lambda: base.step(batches[next(base_position) % len(batches)].tolist())],
+        steps, warmup, device)
     row = {"what": "train lad, authors' approach", "examples_per_s": size["batch_size"] / seconds,
            "ms_per_step": 1000 * seconds,
-           "speedup_of_ours": ours["examples_per_s"] / (size["batch_size"] / seconds),
+           "speedup_of_ours": seconds / ours_seconds, "ms_per_step_ours_alongside": 1000 * ours_seconds,
            "first_step_loss_ours": our_loss, "first_step_loss_authors": base_loss,
            "relative_grad_difference": worst, "same_loss_and_gradients": same}
     return row
