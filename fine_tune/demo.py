@@ -73,25 +73,26 @@ def demo(args) -> None:
         write_tiny_bert(bert, demo_texts(data_dir))
         print(f"wrote a tiny BERT (random weights, demo vocabulary) to {bert}")
     paths = f"--data_dir {data_dir} --exp_dir {exp_dir}"
+    amp = f"--amp {args.amp}"
 
     table = []
     for label, experiment, script, parser, function, flags in MODELS:
-        run(script, parser, function, flags.format(bert=bert), f"{paths} --overwrite")
+        run(script, parser, function, flags.format(bert=bert), f"{paths} {amp} --overwrite")
         row = {"model": label}
         for dataset in ("dev_matched", "dev_mismatched"):
             eval_flags = f"--experiment {experiment} --model bert --task mnli --dataset {dataset} " \
-                         "--batch_size 512 --device_id -1"
+                         f"--batch_size 512 --device_id -1 {amp}"
             results = run("run_fine_tune_eval.py", eval_parser, evaluate_checkpoints,
                           eval_flags, paths)
             row[dataset] = results["accuracy"].iloc[-1]  # the last checkpoint, not a dev-picked one
         for dataset in ("test_matched", "test_mismatched"):
             run("generate_test_prediction.py", predict_parser, write_test_predictions,
                 f"--experiment {experiment} --model bert --task mnli --dataset {dataset} "
-                f"--batch_size 256 --ckpt {int(results['step'].iloc[-1])} --device_id -1", paths)
+                f"--batch_size 256 --ckpt {int(results['step'].iloc[-1])} --device_id -1 {amp}", paths)
         table.append(row)
 
-    print(f"\nDemo results (accuracy of each model's last checkpoint; chance is 0.33), "
-          f"{time.time() - started:.0f} s in all:")
+    print(f"\nDemo results (accuracy of each model's last checkpoint; chance is 0.33; --amp "
+          f"{args.amp}), {time.time() - started:.0f} s in all:")
     print(f"{'model':<24}{'dev_matched':>14}{'dev_mismatched':>16}")
     for row in table:
         print(f"{row['model']:<24}{row['dev_matched']:>14.4f}{row['dev_mismatched']:>16.4f}")
@@ -103,6 +104,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo_dir", default="demo",
                         help="folder for the demo's data, tiny BERT and experiments")
+    parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32",
+                        help="precision of every training, evaluation and prediction step "
+                             "(bf16: autocast, as the scripts' --amp bf16)")
     run_cli(demo, parser.parse_args())
 
 

@@ -124,6 +124,8 @@ class Experiment:
         self._write(atomic_write_json, obj, self.path / name)
 
     def save_checkpoint(self, state_dict: dict, step: int, kind: str = "model") -> None:
+        # CPU tensors: a plain torch.load works on a machine without the training GPU.
+        state_dict = {name: tensor.detach().cpu() for name, tensor in state_dict.items()}
         self._write(atomic_torch_save, state_dict, self.checkpoint_path(step, kind))
 
     def save_train_state(self, state: dict) -> None:
