@@ -325,10 +325,12 @@ def train(run: TrainingRun) -> None:
     total_step = args.total_step
     sums, summed_steps = defaultdict(float), 0  # loss terms since the last log, on the device
     guard = NonFiniteGuard()
-    bar = progress(range(start + 1, total_step + 1), initial=start, total=total_step,
-                   desc=experiment.name, unit="step")
-    for step in bar:
+    # Updated by hand: a bar that wraps the loop redraws a stale count when only the
+    # postfix changes (what a log file, redrawn once a minute, would mostly show).
+    bar = progress(initial=start, total=total_step, desc=experiment.name, unit="step")
+    for step in range(start + 1, total_step + 1):
         terms = training_step(run, groups, order.next_batch(), args.accum_step)
+        bar.update()
         guard.update(terms, step)
         for name, value in terms.items():
             sums[name] += value

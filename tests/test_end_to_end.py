@@ -3,6 +3,7 @@
 Only --ptrain_ver, step counts and the device differ from README.md's commands.
 """
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -63,6 +64,11 @@ def test_checkpoints_at_ckpt_steps_and_the_last_step(teacher):
     assert (folder / "tokenizer" / "tokenizer_config.json").is_file()
     assert list((folder / "log").glob("events.out.tfevents.*"))
     assert "12/12" in result.stderr  # the progress bar ran to the end
+    # Each loss shown (every --log_step 2) stands next to the step count it belongs to.
+    redraws = re.split(r"[\r\n]", result.stderr)
+    shown = [r for r in redraws if "loss=" in r and "teacher_base_bert_mnli" in r]
+    assert shown and all(re.search(r"\b(\d+)/12\b", r).group(1) not in ("0", "1") for r in shown)
+    assert any(" 2/12 " in r for r in shown), shown
 
 
 def test_config_round_trips_every_flag(teacher):
