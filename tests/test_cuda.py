@@ -5,14 +5,13 @@ machine with `python -m pytest -q tests/test_cuda.py`.
 """
 import argparse
 import json
-import shutil
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import flags, run_script, seed_flags
-from test_distillation_e2e import LAD, SMALL, TEACHER
+from test_distillation_e2e import LAD, SMALL, teacher_workdir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -22,14 +21,7 @@ GPU = dict(device_id=0, tdevice_id=0, gate_device_id=0)
 @pytest.fixture(scope="module")
 def work(assets, deep_bert, tmp_path_factory):
     """A 12-layer tiny teacher fine-tuned on the GPU in bf16 by the seed's command."""
-    root, data_dir, _ = assets
-    work = tmp_path_factory.mktemp("cuda")
-    shutil.copytree(data_dir, work / "data" / "fine_tune")
-    (work / "tiny-bert-12").symlink_to(deep_bert)
-    run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=4, warmup_step=1, ckpt_step=2,
-                                                log_step=2, lr=1e-3, device_id=0), "--amp", "bf16",
-               cwd=work)
-    return work
+    return teacher_workdir(assets, deep_bert, tmp_path_factory.mktemp("cuda"), 0, "--amp", "bf16")
 
 
 def test_seed_lad_command_trains_on_the_gpu_in_bf16(work):

@@ -80,15 +80,21 @@ STUDENTS = {
 GATE_FLAGS = ("gate_total_step", "gate_warmup_step", "gate_device_id")
 
 
+def teacher_workdir(assets, deep_bert, folder, device_id=-1, *extra):
+    """A working folder with the data, the 12-layer tiny BERT and a teacher fine-tuned for
+    4 steps (checkpoints 2 and 4) by the seed's command."""
+    root, data_dir, _ = assets
+    shutil.copytree(data_dir, folder / "data" / "fine_tune")
+    (folder / "tiny-bert-12").symlink_to(deep_bert)
+    run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=4, warmup_step=1, ckpt_step=2,
+                                                log_step=2, lr=1e-3, device_id=device_id), *extra,
+               cwd=folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def work(assets, deep_bert, tmp_path_factory):
-    root, data_dir, _ = assets
-    work = tmp_path_factory.mktemp("distil")
-    shutil.copytree(data_dir, work / "data" / "fine_tune")
-    (work / "tiny-bert-12").symlink_to(deep_bert)
-    run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=4, warmup_step=1, ckpt_step=2,
-                                                log_step=2, lr=1e-3, device_id=-1), cwd=work)
-    return work
+    return teacher_workdir(assets, deep_bert, tmp_path_factory.mktemp("distil"))
 
 
 @pytest.mark.parametrize("experiment", STUDENTS)
