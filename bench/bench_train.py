@@ -12,7 +12,8 @@ student's tokenizer each encode the batch every step (padded to max_seq_len), ea
 attention (that transformers has no SDPA) with attention weights returned, fp32, one
 `backward(retain_graph=True)` per loss term with `.item()` read from each, and a
 host-synchronising all-zeros check inside each gate. The first step of both is checked to
-give the same loss and gradients; then the two steps are timed in turn, step by step, and
+give the same loss and gradients (in fp32; dropout off on CUDA, whose fused attention draws
+its own random numbers); then the two steps are timed in turn, step by step, and
 the ratio of their median step times is reported. Step times are medians (a shared machine
 has slow spells). Results are printed as a table and written as CSV and JSON, with the
 machine, torch version and settings. This is a benchmark, not a test.
