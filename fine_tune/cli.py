@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def new_parser(description: str) -> argparse.ArgumentParser:
-    return _Parser(description=description, formatter_class=_HelpFormatter)
+    # No abbreviations: --ckpt must not quietly mean --ckpt_step in a distillation script.
+    return _Parser(description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
 
 
 def positive_int(text: str) -> int:
@@ -45,14 +46,14 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
@@ -64,10 +65,11 @@ def probability(text: str) -> float:
     return value
 
 
-def add_experiment_args(parser, required=True):
+def add_experiment_args(parser, reads=False):
     group = parser.add_argument_group("experiment")
-    group.add_argument("--experiment", required=required,
-                       help="experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
+    group.add_argument("--experiment", required=True,
+                       help="experiment to read, in <exp_dir>/<experiment>_<model>_<task>/" if reads
+                       else "experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
     group.add_argument("--model", default="bert", choices=MODELS, help="model family")
     group.add_argument("--task", default="mnli", choices=TASKS, help="GLUE task")
     group.add_argument("--data_dir", default="data/fine_tune",
@@ -139,7 +141,8 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
                             "exactly as if it had not stopped (same flags required, except "
                             "--log_step, --ckpt_step, device ids and paths)")
     group.add_argument("--overwrite", action="store_true",
-                       help="delete the checkpoints and logs of an existing experiment of the same name")
+                       help="empty an existing experiment folder of the same name first (its "
+                            "checkpoints, logs, results and predictions)")
     add_device_arg(group)
     return group
 
@@ -150,7 +153,8 @@ def add_teacher_model_args(parser):
                        help="pre-trained model: a Hugging Face hub name or a local folder in "
                             "Hugging Face format (works offline)")
     group.add_argument("--num_class", type=positive_int, default=None,
-                       help=f"number of classes; must match the task ({NUM_CLASSES})")
+                       help="number of classes; may be left out, else must match the task ("
+                            + ", ".join(f"{task}: {n}" for task, n in NUM_CLASSES.items()) + ")")
     group.add_argument("--max_seq_len", type=positive_int, default=128,
                        help="pad or truncate each premise-hypothesis pair to this many tokens")
     return group
@@ -179,7 +183,7 @@ def add_teacher_ref_args(parser):
     return group
 
 
-def add_student_args(parser):
+def add_student_args(parser, student_init=True):
     group = parser.add_argument_group("student architecture and initialisation")
     group.add_argument("--num_hidden_layers", type=positive_int, default=6,
                        help="transformer layers of the student")
@@ -190,10 +194,11 @@ def add_student_args(parser):
                        help="attention heads per layer")
     group.add_argument("--type_vocab_size", type=positive_int, default=2,
                        help="token-type (segment) vocabulary size")
-    group.add_argument("--student_init", default="even", choices=("even", "first"),
-                       help="pre-trained layers copied into the student: 'even' takes layer i*k "
-                            "(k = teacher layers // student layers) for student layer i, 'first' "
-                            "takes layers 1..n")
+    if student_init:  # partial LAD's initialisation follows its indices instead
+        group.add_argument("--student_init", default="even", choices=("even", "first"),
+                           help="pre-trained layers copied into the student: 'even' takes layer "
+                                "i*k (k = teacher layers // student layers) for student layer i, "
+                                "'first' takes layers 1..n")
     group.add_argument("--init_embeddings", default="copy", choices=("copy", "random"),
                        help="'copy' the pre-trained word, position and token-type embeddings (and "
                             "their LayerNorm) into the student; 'random' keeps them random, as the "
@@ -201,7 +206,11 @@ def add_student_args(parser):
     return group
 
 
-def add_distillation_loss_args(parser, mu=500.0):
+MU_HELP = ("weight of the hidden-state loss, shared by the student's layers (each matched "
+           "layer's MSE is weighted mu / num_hidden_layers)")
+
+
+def add_distillation_loss_args(parser, mu=500.0, mu_help=MU_HELP):
     group = parser.add_argument_group("distillation loss")
     group.add_argument("--softmax_temp", type=positive_float, default=10.0,
                        help="temperature T of the soft-target KL term (scaled by T^2)")
@@ -209,9 +218,7 @@ def add_distillation_loss_args(parser, mu=500.0):
                        help="weight of KL(teacher/T || student/T)")
     group.add_argument("--hard_weight", type=non_negative_float, default=0.5,
                        help="weight of the cross-entropy with the gold labels")
-    group.add_argument("--mu", type=non_negative_float, default=mu,
-                       help="weight of the hidden-state loss, shared by the student's layers "
-                            "(each matched layer's MSE is weighted mu / num_hidden_layers)")
+    group.add_argument("--mu", type=non_negative_float, default=mu, help=mu_help)
     return group
 
 
@@ -221,22 +228,26 @@ def add_gate_args(parser, lr=5e-7):
     return group
 
 
-def student_parser(description: str, gates: bool = False, mu: float = 500.0, lr: float = 1e-4):
-    """The flags every distillation script shares; scripts add their method's own."""
+def student_parser(description: str, gates: bool = False, mu: float = 500.0, lr: float = 1e-4,
+                   gate_lr: float = 5e-7, seed: int = 42, log_step: int = 200,
+                   student_init: bool = True, mu_help: str = MU_HELP):
+    """The flags every distillation script shares, with the defaults of its seed command;
+    scripts add their method's own."""
     parser = new_parser(description)
     add_experiment_args(parser)
     add_teacher_ref_args(parser)
-    add_student_args(parser)
-    add_training_args(parser, ckpt_step=2000, log_step=200)
+    add_student_args(parser, student_init)
+    add_training_args(parser, ckpt_step=2000, log_step=log_step)
+    parser.set_defaults(seed=seed)
     add_optimizer_args(parser, lr=lr, total_step=49088, warmup_step=4908)
     if gates:
-        add_gate_args(parser)
-    add_distillation_loss_args(parser, mu=mu)
+        add_gate_args(parser, lr=gate_lr)
+    add_distillation_loss_args(parser, mu=mu, mu_help=mu_help)
     return parser
 
 
 def add_eval_args(parser, splits, batch_size=512):
-    add_experiment_args(parser)
+    add_experiment_args(parser, reads=True)
     group = parser.add_argument_group("evaluation")
     group.add_argument("--dataset", required=True, choices=splits, help="split to evaluate on")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
@@ -274,7 +285,7 @@ def predict_parser():
 def probing_parser():
     parser = student_parser("Partial LAD: gate only the teacher layers named by --gate_indices "
                             "and match the remaining student layers to raw teacher layers.",
-                            gates=True, lr=1e-4)
+                            gates=True, lr=1e-4, gate_lr=1e-6, student_init=False)
     group = parser.add_argument_group("probing")
     group.add_argument("--probing_exp", default="partial_lad", choices=("partial_lad",),
                        help="probing experiment to run")
@@ -290,7 +301,7 @@ def probing_parser():
 def alp_parser():
     from fine_tune.alp import VARIANTS
     parser = student_parser("ALP-KD: each student layer learns an attention-weighted mix of "
-                            "teacher layers.", lr=1e-4)
+                            "teacher layers.", lr=1e-4, seed=65, log_step=100)
     parser.add_argument_group("ALP-KD").add_argument(
         "--alp_exp", default="alp-kd-hidden-v2", choices=VARIANTS,
         help="variant: attention on [CLS] over all teacher layers (alp-kd), at every position "
@@ -301,7 +312,10 @@ def alp_parser():
 def pkd_parser():
     from fine_tune.pkd import LOSSES
     parser = student_parser("BERT-PKD: student layer j learns teacher layer j*k. The teacher "
-                            "runs on --tdevice_id and the student on --device_id.", lr=5e-5)
+                            "runs on --tdevice_id and the student on --device_id.", lr=5e-5,
+                            mu_help="weight of the hidden-state loss: with --pkd_loss mse each "
+                                    "matched layer's MSE is weighted mu / num_hidden_layers; with "
+                                    "pkd-skip each layer's normalised distance is weighted mu")
     parser.add_argument_group("BERT-PKD").add_argument(
         "--pkd_loss", default="mse", choices=LOSSES,
         help="'mse': the LAD authors' version, MSE over the whole sequence against teacher layers "
@@ -320,4 +334,4 @@ def lad_parser():
 def lad_no_parser():
     return student_parser(
         "LAD-NO: like LAD, but each student layer j learns one unchained gate over teacher "
-        "layers j*k-1 and j*k.", gates=True, lr=5e-5)
+        "layers j*k-1 and j*k.", gates=True, lr=5e-5, gate_lr=1e-6)

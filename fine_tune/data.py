@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fine_tune.errors import UserError
-from fine_tune.io import atomic_torch_save
+from fine_tune.io import UNREADABLE, atomic_torch_save, first_line
 from fine_tune.progress import progress
 
 TASKS = ("mnli",)
@@ -82,7 +82,7 @@ def read_tsv(path, layout: str) -> Examples:
     except UnicodeDecodeError as error:
         raise UserError(f"{path} is not UTF-8 text ({error}); download it again with "
                         f"`{DOWNLOAD_COMMAND}`") from None
-    if lines and lines[-1] == "":
+    while lines and not lines[-1].strip():  # blank lines at the end (an editor's, say)
         lines.pop()
     if not lines:
         raise UserError(f"{path} is empty: download it again with `{DOWNLOAD_COMMAND}`")
@@ -170,7 +170,11 @@ def load_tokenized(data_dir, task: str, split: str, tokenizer, max_seq_len: int,
     key = f"{split}-{tokenizer_fingerprint(tokenizer)}-{max_seq_len}-{stat.st_size}-{stat.st_mtime_ns}"
     cache = path.parent / "cache" / f"{key}.pt"
     if cache.is_file():
-        return TokenizedSplit(**torch.load(cache, weights_only=True))
+        try:
+            return TokenizedSplit(**torch.load(cache, weights_only=True))
+        except UNREADABLE as error:  # a damaged cache is only a lost shortcut
+            print(f"warning: token cache {cache} is unreadable ({first_line(error)}); "
+                  "tokenizing again")
     examples = read_split(data_dir, task, split)
     tokenized = tokenize(examples, tokenizer, max_seq_len, show_progress, desc=f"tokenize {split}")
     try:

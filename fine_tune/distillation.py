@@ -5,6 +5,8 @@ initialisation, and the logit loss. A method only supplies its hidden-state loss
 Notation (as in the paper): teacher hidden states H_1 .. H_L and student S_1 .. S_n,
 the embedding output excluded; k = L // n.
 """
+from pathlib import Path
+
 import torch
 from torch.nn import functional as F
 from transformers import BertConfig, BertModel, set_seed
@@ -13,7 +15,9 @@ from transformers.utils import logging as hf_logging
 from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.modeling import ATTENTION, build_classifier, load_tokenizer, move, resolve_device
+from fine_tune.io import first_line
+from fine_tune.modeling import (ATTENTION, build_classifier, load_experiment_tokenizer, move,
+                                resolve_device)
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
@@ -137,8 +141,12 @@ def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
     try:
         return BertModel.from_pretrained(ptrain_ver, add_pooling_layer=True)
     except (OSError, ValueError) as error:
+        hint = ""
+        if not Path(ptrain_ver).is_absolute() and ("/" in ptrain_ver or ptrain_ver.startswith(".")):
+            hint = ("; a relative path is read from the current folder: run from the folder the "
+                    "teacher was trained in")
         raise UserError(f"cannot load the pre-trained model {ptrain_ver!r} that initialises the "
-                        f"student (the teacher's --ptrain_ver): {error}") from None
+                        f"student (the teacher's --ptrain_ver): {first_line(error)}{hint}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -155,7 +163,7 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
             setattr(args, flag, args.device_id)
     teacher_device = resolve_device(args.tdevice_id, "--tdevice_id")
     teacher_experiment, teacher, teacher_args = load_teacher(args)
-    tokenizer = load_tokenizer(teacher_experiment.path / "tokenizer")
+    tokenizer = load_experiment_tokenizer(teacher_experiment)
     # The student reads what its teacher read, and starts from the teacher's pre-trained model.
     args.max_seq_len = teacher_args["max_seq_len"]
     args.ptrain_ver = teacher_args["ptrain_ver"]

@@ -13,8 +13,8 @@ from fine_tune.data import LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokeni
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.progress import progress
-from fine_tune.modeling import (autocast, build_classifier, load_tokenizer, prepared_attention_mask,
-                                resolve_device)
+from fine_tune.modeling import (autocast, build_classifier, load_experiment_tokenizer,
+                                prepared_attention_mask, resolve_device)
 
 
 @torch.inference_mode()
@@ -46,7 +46,7 @@ def _load(args, step=None):
         raise UserError(f"{experiment.checkpoint_path(step)} not found; {experiment.name} has "
                         f"checkpoints at steps {', '.join(map(str, steps))}: pick one with --ckpt")
     device = resolve_device(args.device_id)
-    tokenizer = load_tokenizer(experiment.path / "tokenizer")
+    tokenizer = load_experiment_tokenizer(experiment)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"])
     model = build_classifier(experiment.model_config()).to(device)
     return experiment, model, data, device, steps

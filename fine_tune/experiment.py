@@ -19,13 +19,22 @@ from pathlib import Path
 import torch
 
 from fine_tune.errors import UserError
-from fine_tune.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from fine_tune.io import (UNREADABLE, atomic_torch_save, atomic_write_json, atomic_write_text,
+                          first_line)
 
 CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
 TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
 # Flags that may change on --resume: they do not change the computation.
 RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
                      "gate_device_id", "data_dir", "exp_dir", "command"}
+
+
+def _load(path: Path, weights_only: bool, fix: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except UNREADABLE as error:
+        raise UserError(f"cannot read {path}: the file is damaged or not a checkpoint "
+                        f"({first_line(error)}); {fix}") from None
 
 
 class Experiment:
@@ -67,13 +76,13 @@ class Experiment:
             steps = self.checkpoint_steps()
             raise UserError(f"checkpoint {path} not found; {self.name} has checkpoints at "
                             f"steps {', '.join(map(str, steps)) or '(none)'}")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _load(path, True, "delete it and pick another checkpoint")
 
     def load_train_state(self) -> dict | None:
         path = self.path / TRAIN_STATE
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _load(path, False, "it cannot be resumed from; start again with --overwrite")
 
     # ---- writing -------------------------------------------------------------
     def create(self, config: dict, overwrite: bool, resume: bool = False) -> None:

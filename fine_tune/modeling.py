@@ -46,6 +46,17 @@ def load_tokenizer(source):
         raise UserError(_not_found(source, "tokenizer", error)) from None
 
 
+def load_experiment_tokenizer(experiment):
+    """The tokenizer saved in an experiment folder when it was trained."""
+    folder = experiment.path / "tokenizer"
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the tokenizer saved with {experiment.name} from {folder} "
+                        f"({type(error).__name__}): the folder is missing or damaged; copy it "
+                        "from the experiment it was distilled from, or train again") from None
+
+
 def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):
     """A pre-trained BERT with a new classification head."""
     verbosity = hf_logging.get_verbosity()
@@ -66,11 +77,29 @@ def build_classifier(model_config: dict) -> BertForSequenceClassification:
         BertConfig.from_dict(model_config, attn_implementation=ATTENTION))
 
 
+MIN_SEQ_LEN = 8  # [CLS] premise [SEP] hypothesis [SEP] with a few tokens of each
+
+
 def check_max_seq_len(max_seq_len: int, model_config) -> None:
+    if max_seq_len < MIN_SEQ_LEN:
+        raise UserError(f"--max_seq_len {max_seq_len} leaves no room for a sentence pair "
+                        f"([CLS] premise [SEP] hypothesis [SEP]); use at least {MIN_SEQ_LEN} "
+                        "(the seed uses 128)")
     limit = model_config.max_position_embeddings
     if max_seq_len > limit:
         raise UserError(f"--max_seq_len {max_seq_len} exceeds the model's position limit "
                         f"({limit}); use --max_seq_len {limit} or less")
+
+
+def check_tokenizer(tokenizer, model_config, source) -> None:
+    """A folder saved without its tokenizer files yields a tokenizer of special tokens
+    only, which maps every word to [UNK]: refuse it rather than train on nothing."""
+    size, vocab = len(tokenizer), model_config.vocab_size
+    if size > vocab or size < vocab // 2:
+        raise UserError(f"--ptrain_ver {source}: its tokenizer has {size} tokens but the model's "
+                        f"vocabulary has {vocab}; the folder probably lacks the model's tokenizer "
+                        "files (vocab.txt or tokenizer.json): save them there with "
+                        "tokenizer.save_pretrained")
 
 
 def _not_found(source, what: str, error: Exception) -> str:

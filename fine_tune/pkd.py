@@ -10,6 +10,7 @@
 from torch.nn import functional as F
 
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
+from fine_tune.errors import UserError
 
 LOSSES = ("mse", "pkd-skip")
 
@@ -25,6 +26,9 @@ class PKDObjective(DistillationObjective):
     def __init__(self, args, teacher_layers: int, device):
         super().__init__(args, device)
         self.loss, self.mu = args.pkd_loss, args.mu
+        if self.loss == "pkd-skip" and args.num_hidden_layers < 2:
+            raise UserError("--pkd_loss pkd-skip matches student layers 1..n-1 (the last is left "
+                            "to the logit loss), so it needs --num_hidden_layers 2 or more")
         self.matched = pkd_teacher_layers(teacher_layers, args.num_hidden_layers, self.loss)
         self.padding_invariant = self.loss == "pkd-skip"  # [CLS] only
 

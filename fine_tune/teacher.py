@@ -6,8 +6,8 @@ from transformers import set_seed
 from fine_tune.data import NUM_CLASSES, load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.modeling import (check_max_seq_len, load_pretrained_classifier, load_tokenizer,
-                                resolve_device)
+from fine_tune.modeling import (check_max_seq_len, check_tokenizer, load_pretrained_classifier,
+                                load_tokenizer, resolve_device)
 from fine_tune.trainer import CrossEntropy, TrainingRun, check_padding, check_training_args, train
 
 
@@ -21,6 +21,7 @@ def fine_tune_teacher(args) -> None:
     set_seed(args.seed)
     model = load_pretrained_classifier(args.ptrain_ver, args.num_class, args.dropout)
     check_max_seq_len(args.max_seq_len, model.config)
+    check_tokenizer(tokenizer, model.config, args.ptrain_ver)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
     objective = CrossEntropy()

@@ -327,32 +327,32 @@ def train(run: TrainingRun) -> None:
     guard = NonFiniteGuard()
     # Updated by hand: a bar that wraps the loop redraws a stale count when only the
     # postfix changes (what a log file, redrawn once a minute, would mostly show).
-    bar = progress(initial=start, total=total_step, desc=experiment.name, unit="step")
-    for step in range(start + 1, total_step + 1):
-        terms = training_step(run, groups, order.next_batch(), args.accum_step)
-        bar.update()
-        guard.update(terms, step)
-        for name, value in terms.items():
-            sums[name] += value
-        summed_steps += 1
+    with progress(initial=start, total=total_step, desc=experiment.name, unit="step") as bar:
+        # (closed on an error too, so the error is not glued to a half-drawn bar)
+        for step in range(start + 1, total_step + 1):
+            terms = training_step(run, groups, order.next_batch(), args.accum_step)
+            bar.update()
+            guard.update(terms, step)
+            for name, value in terms.items():
+                sums[name] += value
+            summed_steps += 1
 
-        last = step == total_step
-        if step % args.log_step == 0 or last:
-            # Host synchronisation happens only here and at checkpoints.
-            guard.check(experiment)
-            means = {name: float(value) / summed_steps for name, value in sums.items()}
-            sums, summed_steps = defaultdict(float), 0
-            for name, value in means.items():
-                writer.add_scalar(f"loss/{name}", value, step)
-            writer.add_scalar("loss/total", sum(means.values()), step)
-            for group in groups:
-                writer.add_scalar(f"lr/{group.name}", group.lr(), step)
-                writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
-            bar.set_postfix(loss=f"{sum(means.values()):.4f}", lr=f"{groups[0].lr():.2e}")
-        if step % args.ckpt_step == 0 or last:
-            guard.check(experiment)  # never save a diverged model
-            save(run, groups, order, step)
-    bar.close()
+            last = step == total_step
+            if step % args.log_step == 0 or last:
+                # Host synchronisation happens only here and at checkpoints.
+                guard.check(experiment)
+                means = {name: float(value) / summed_steps for name, value in sums.items()}
+                sums, summed_steps = defaultdict(float), 0
+                for name, value in means.items():
+                    writer.add_scalar(f"loss/{name}", value, step)
+                writer.add_scalar("loss/total", sum(means.values()), step)
+                for group in groups:
+                    writer.add_scalar(f"lr/{group.name}", group.lr(), step)
+                    writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
+                bar.set_postfix(loss=f"{sum(means.values()):.4f}", lr=f"{groups[0].lr():.2e}")
+            if step % args.ckpt_step == 0 or last:
+                guard.check(experiment)  # never save a diverged model
+                save(run, groups, order, step)
     writer.close()
     print(f"done: checkpoints at steps {', '.join(map(str, experiment.checkpoint_steps()))} "
           f"in {experiment.path}")

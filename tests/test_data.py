@@ -51,6 +51,17 @@ def test_malformed_row_names_file_and_line(tmp_path, extra):
         read_tsv(path, "train")
 
 
+def test_blank_lines_at_the_end_are_ignored_but_not_in_the_middle(tmp_path):
+    rows = [row("train", i, "p", "h") for i in range(3)]
+    path = write(tmp_path / "train.tsv", "train", rows)
+    path.write_text(path.read_text() + "\n\n")
+    assert len(read_tsv(path, "train").premise) == 3
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    with pytest.raises(UserError, match=rf"{path}:3: malformed row"):
+        read_tsv(path, "train")
+
+
 def test_unknown_label_names_the_label_and_line(tmp_path):
     rows = [row("dev", 0, "p", "h"), row("dev", 1, "p", "h", label="-")]
     path = write(tmp_path / "dev.tsv", "dev", rows)

@@ -216,3 +216,26 @@ def test_teacher_and_gate_devices_default_to_the_students(work):
         gate_total_step=1, warmup_step=0, gate_warmup_step=0)), cwd=work)
     config = json.loads((work / "exp" / "LAD_devices_bert_mnli" / "config.json").read_text())
     assert (config["device_id"], config["tdevice_id"], config["gate_device_id"]) == (-1, -1, -1)
+
+
+@pytest.mark.parametrize("script, command", [
+    ("teacher", TEACHER), ("lad", LAD), ("lad_no", LAD_NO), ("probing", PARTIAL), ("alp", ALP),
+    ("alp", ALP_V2), ("pkd", PKD)])
+def test_flags_left_out_take_the_seed_commands_values(script, command):
+    """README: a flag left out behaves as in the seed's command. Exceptions: what names the
+    run or the machine, and ALP-KD's two seed commands, which disagree on --mu and --log_step
+    (the defaults follow the first)."""
+    from fine_tune import cli
+    parser = getattr(cli, f"{script}_parser")()
+    given = vars(parser.parse_args(flags(command)))
+    required = ["--experiment", "x"] + ([] if script == "teacher" else ["--teacher_exp", "t", "--tckpt", "1"])
+    defaults = vars(parser.parse_args(required))
+    ignored = {"experiment", "teacher_exp", "tckpt", "device_id", "tdevice_id", "gate_device_id",
+               "ptrain_ver", "num_class", "gate_total_step", "gate_warmup_step"}
+    if command is ALP_V2:
+        ignored |= {"mu", "log_step"}
+    differing = {k: (defaults[k], v) for k, v in given.items() if k not in ignored and defaults[k] != v}
+    assert differing == {}
+    # The gate schedule left out follows the model's, which is the seed's value.
+    if "gate_total_step" in given:
+        assert (given["gate_total_step"], given["gate_warmup_step"]) == (given["total_step"], given["warmup_step"])

@@ -34,6 +34,9 @@ TEACHER_CASES = {
     "unknown dataset name": (dict(dataset="dev"), ["--dataset", "invalid choice: 'dev'", "--help"]),
     "unknown task": (dict(task="qnli"), ["--task", "invalid choice: 'qnli'"]),
     "negative step count": (dict(total_step=-3), ["--total_step", "positive integer"]),
+    "no room for a sentence pair": (dict(max_seq_len=4), ["--max_seq_len 4", "at least 8"]),
+    "infinite learning rate": (dict(lr="inf"), ["--lr", "must be > 0, got inf"]),
+    "an abbreviated flag": (dict(total="6"), ["unrecognized arguments: --total 6"]),
 }
 
 
@@ -121,3 +124,68 @@ def test_teacher_and_student_vocabularies_must_match(workdir, assets):
         cwd=workdir, check=False)
     assert_clean_failure(result, "teacher and student vocabularies differ", "'tiny-bert'")
     assert not (workdir / "exp" / "LAD_bert_mnli").exists()
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused(workdir):
+    """Without vocab.txt/tokenizer.json, transformers builds a tokenizer of special tokens
+    only, which would map every word to [UNK]."""
+    import shutil
+    bare = workdir / "bare-bert"
+    bare.mkdir()
+    for item in (workdir / "tiny-bert").iterdir():
+        if item.name in ("config.json", "model.safetensors"):
+            shutil.copy(item, bare / item.name)
+    result = run_script("run_fine_tune.py", *with_flag(TEACHER, ptrain_ver="bare-bert"), cwd=workdir,
+                        check=False)
+    assert_clean_failure(result, "--ptrain_ver bare-bert: its tokenizer has", "tokenizer files")
+    assert exp_files(workdir) == []
+
+
+def test_damaged_files_give_one_line_or_are_rebuilt(workdir):
+    run_script("run_fine_tune.py", *with_flag(TEACHER, ckpt_step=2), cwd=workdir)
+    folder = workdir / "exp" / "teacher_base_bert_mnli"
+    evaluate = flags("--experiment teacher_base --model bert --task mnli --dataset dev_matched "
+                     "--device_id -1")
+    # A damaged token cache costs a re-tokenisation, nothing more.
+    run_script("run_fine_tune_eval.py", *evaluate, cwd=workdir)  # writes the cache
+    caches = list((workdir / "data" / "fine_tune" / "MNLI" / "cache").glob("dev_matched-*.pt"))
+    assert caches
+    for cache in caches:
+        cache.write_bytes(b"junk\n")
+    result = run_script("run_fine_tune_eval.py", *evaluate, cwd=workdir)
+    assert "token cache" in result.stdout and "tokenizing again" in result.stdout
+    assert (folder / "results_dev_matched.csv").is_file()
+    # A damaged checkpoint: one line, and the results file is not rewritten with a gap.
+    before = (folder / "results_dev_matched.csv").read_text()
+    data = (folder / "model-2.pt").read_bytes()
+    (folder / "model-2.pt").write_bytes(data[:1000])
+    result = run_script("run_fine_tune_eval.py", *evaluate, cwd=workdir, check=False)
+    assert_clean_failure(result, "cannot read exp/teacher_base_bert_mnli/model-2.pt",
+                         "delete it and pick another checkpoint")
+    assert (folder / "results_dev_matched.csv").read_text() == before
+    # A damaged training state cannot be resumed from.
+    (folder / "train_state.pt").write_bytes(b"junk\n")
+    result = run_script("run_fine_tune.py", *with_flag(TEACHER, ckpt_step=2), "--resume",
+                        cwd=workdir, check=False)
+    assert_clean_failure(result, "train_state.pt: the file is damaged", "--overwrite")
+
+
+def test_pkd_skip_needs_two_student_layers(workdir):
+    run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
+    result = run_script("run_pkd_distill.py", *flags(
+        "--teacher_exp teacher_base --tckpt 4 --experiment PKD --d_model 32 --d_ff 64 "
+        "--num_attention_heads 2 --num_hidden_layers 1 --total_step 2 --warmup_step 0 "
+        "--pkd_loss pkd-skip"), cwd=workdir, check=False)
+    assert_clean_failure(result, "--pkd_loss pkd-skip", "--num_hidden_layers 2 or more")
+    assert not (workdir / "exp" / "PKD_bert_mnli").exists()
+
+
+def test_missing_experiment_tokenizer_is_named_as_such(workdir):
+    import shutil
+    run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
+    shutil.rmtree(workdir / "exp" / "teacher_base_bert_mnli" / "tokenizer")
+    result = run_script("generate_test_prediction.py", *flags(
+        "--experiment teacher_base --model bert --task mnli --dataset test_matched --ckpt 4 "
+        "--device_id -1"), cwd=workdir, check=False)
+    assert_clean_failure(result, "cannot load the tokenizer saved with teacher_base_bert_mnli")
+    assert "--ptrain_ver" not in result.stderr
