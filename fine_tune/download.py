@@ -162,6 +162,7 @@ def main(args) -> None:
               f"pass --force to download it again")
         return
 
+    created = [folder for folder in (data_dir, *data_dir.parents) if not folder.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -183,6 +184,12 @@ def main(args) -> None:
         move_into_place(unzip_dir / MNLI_DIR, mnli_dir)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+        if not mnli_dir.exists():  # a failed download leaves no empty folders behind
+            for folder in created:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     print(f"MNLI is ready in {mnli_dir} ({format_counts(counts)})")
 
 

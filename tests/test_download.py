@@ -131,7 +131,7 @@ def test_wrong_row_count_is_refused_and_leaves_nothing(tmp_path, server):
     result = run_download(data_dir, server.url("MNLI.zip"))
 
     assert_one_error_line(result, "train.tsv has 3 rows, expected 4", "--url")
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()  # created for the download, removed with it
 
 
 def test_failed_force_download_keeps_existing_mnli(tmp_path, server):
@@ -163,12 +163,15 @@ def test_force_replaces_existing_mnli_with_verified_copy(tmp_path, server):
 
 def test_http_404_names_the_url(tmp_path, server):
     url = server.url("missing/MNLI.zip")
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / "data" / "fine_tune"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep.txt").write_text("the user's")
 
     result = run_download(data_dir, url)
 
     assert_one_error_line(result, url, "404")
-    assert list(data_dir.iterdir()) == []
+    # Folders the download created are gone; what was there before stays.
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["keep.txt"]
 
 
 def test_verified_folder_is_not_downloaded_again(tmp_path, server):
@@ -216,7 +219,7 @@ def test_zip_slip_is_rejected(tmp_path, bad_member):
     with pytest.raises(UserError, match="unsafe path"):
         run_main(data_dir, zip_path)
 
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()
     assert not list(tmp_path.rglob("escape.txt"))
 
 
@@ -234,7 +237,7 @@ def test_damaged_or_foreign_archive_is_rejected(tmp_path, make_bad, message):
     with pytest.raises(UserError, match=message):
         run_main(data_dir, zip_path)
 
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()
 
 
 def test_expected_rows_needs_all_splits():
