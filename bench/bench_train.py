@@ -38,6 +38,7 @@ from transformers import BertConfig, BertForSequenceClassification
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fine_tune.alp import ALPObjective  # noqa: E402
+from fine_tune.cli import lad_parser  # noqa: E402
 from fine_tune.data import read_split, tokenize  # noqa: E402
 from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert  # noqa: E402
 from fine_tune.distillation import layer_stride  # noqa: E402
@@ -69,14 +70,12 @@ def bert_config(size, layers, vocab_size):
 
 
 def run_args(size, method, amp):
-    """The seed's LAD flags (those that matter for the step), for this size."""
-    return argparse.Namespace(
-        lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=1.0,
-        total_step=49088, warmup_step=4908, gate_lr=5e-7, gate_beta1=0.9, gate_beta2=0.999,
-        gate_eps=1e-8, gate_weight_decay=0.01, gate_max_norm=1.0, gate_total_step=None,
-        gate_warmup_step=None, hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, mu=500.0,
-        num_hidden_layers=size["student_layers"], alp_exp=method, pkd_loss="mse", amp=amp,
-        dynamic_padding=False, seed=42)
+    """The seed's LAD flags, as run_lad_distil.py parses them, for this size. (The other
+    methods' seed values differ in learning rates and loss weights only, not in speed.)"""
+    args = lad_parser().parse_args(["--experiment", "bench", "--teacher_exp", "bench", "--tckpt", "0",
+                                    "--num_hidden_layers", str(size["student_layers"]), "--amp", amp])
+    args.alp_exp, args.pkd_loss = method, "mse"
+    return args
 
 
 def objective_for(method, args, L, n, device, d, max_len):

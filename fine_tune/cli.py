@@ -85,13 +85,10 @@ def add_amp_arg(group):
 
 
 def add_device_arg(group, flag="--device_id", what="the model"):
-    if flag == "--device_id":
-        group.add_argument(flag, type=int, default=-1,
-                           help=f"CUDA device index for {what}; -1 runs on the CPU")
-    else:
-        group.add_argument(flag, type=int, default=None,
-                           help=f"CUDA device index for {what}; -1 runs on the CPU "
-                                "(default: --device_id)")
+    main = flag == "--device_id"  # the others default to it
+    group.add_argument(flag, type=int, default=-1 if main else None,
+                       help=f"CUDA device index for {what}; -1 runs on the CPU"
+                            + ("" if main else " (default: --device_id)"))
 
 
 def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):
@@ -210,7 +207,7 @@ MU_HELP = ("weight of the hidden-state loss, shared by the student's layers (eac
            "layer's MSE is weighted mu / num_hidden_layers)")
 
 
-def add_distillation_loss_args(parser, mu=500.0, mu_help=MU_HELP):
+def add_distillation_loss_args(parser, mu_help=MU_HELP):
     group = parser.add_argument_group("distillation loss")
     group.add_argument("--softmax_temp", type=positive_float, default=10.0,
                        help="temperature T of the soft-target KL term (scaled by T^2)")
@@ -218,7 +215,7 @@ def add_distillation_loss_args(parser, mu=500.0, mu_help=MU_HELP):
                        help="weight of KL(teacher/T || student/T)")
     group.add_argument("--hard_weight", type=non_negative_float, default=0.5,
                        help="weight of the cross-entropy with the gold labels")
-    group.add_argument("--mu", type=non_negative_float, default=mu, help=mu_help)
+    group.add_argument("--mu", type=non_negative_float, default=500.0, help=mu_help)
     return group
 
 
@@ -228,21 +225,22 @@ def add_gate_args(parser, lr=5e-7):
     return group
 
 
-def student_parser(description: str, gates: bool = False, mu: float = 500.0, lr: float = 1e-4,
-                   gate_lr: float = 5e-7, seed: int = 42, log_step: int = 200,
-                   student_init: bool = True, mu_help: str = MU_HELP):
-    """The flags every distillation script shares, with the defaults of its seed command;
-    scripts add their method's own."""
+def student_parser(description: str, gates: bool = False, student_init: bool = True,
+                   mu_help: str = MU_HELP, **seed_values):
+    """The flags every distillation script shares; scripts add their method's own.
+    `seed_values` are the script's seed-command values where they differ from LAD's."""
     parser = new_parser(description)
     add_experiment_args(parser)
     add_teacher_ref_args(parser)
     add_student_args(parser, student_init)
-    add_training_args(parser, ckpt_step=2000, log_step=log_step)
-    parser.set_defaults(seed=seed)
-    add_optimizer_args(parser, lr=lr, total_step=49088, warmup_step=4908)
+    add_training_args(parser, ckpt_step=2000, log_step=200)
+    add_optimizer_args(parser, lr=1e-4, total_step=49088, warmup_step=4908)
     if gates:
-        add_gate_args(parser, lr=gate_lr)
-    add_distillation_loss_args(parser, mu=mu, mu_help=mu_help)
+        add_gate_args(parser)
+    add_distillation_loss_args(parser, mu_help=mu_help)
+    unknown = set(seed_values) - {action.dest for action in parser._actions}
+    assert not unknown, f"no such flags: {unknown}"
+    parser.set_defaults(**seed_values)
     return parser
 
 
@@ -285,7 +283,7 @@ def predict_parser():
 def probing_parser():
     parser = student_parser("Partial LAD: gate only the teacher layers named by --gate_indices "
                             "and match the remaining student layers to raw teacher layers.",
-                            gates=True, lr=1e-4, gate_lr=1e-6, student_init=False)
+                            gates=True, gate_lr=1e-6, student_init=False)
     group = parser.add_argument_group("probing")
     group.add_argument("--probing_exp", default="partial_lad", choices=("partial_lad",),
                        help="probing experiment to run")
@@ -301,7 +299,7 @@ def probing_parser():
 def alp_parser():
     from fine_tune.alp import VARIANTS
     parser = student_parser("ALP-KD: each student layer learns an attention-weighted mix of "
-                            "teacher layers.", lr=1e-4, seed=65, log_step=100)
+                            "teacher layers.", seed=65, log_step=100)
     parser.add_argument_group("ALP-KD").add_argument(
         "--alp_exp", default="alp-kd-hidden-v2", choices=VARIANTS,
         help="variant: attention on [CLS] over all teacher layers (alp-kd), at every position "

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fine_tune.errors import UserError
-from fine_tune.io import UNREADABLE, atomic_torch_save, first_line
+from fine_tune.io import atomic_torch_save, first_line
 from fine_tune.progress import progress
 
 TASKS = ("mnli",)
@@ -172,7 +172,7 @@ def load_tokenized(data_dir, task: str, split: str, tokenizer, max_seq_len: int,
     if cache.is_file():
         try:
             return TokenizedSplit(**torch.load(cache, weights_only=True))
-        except UNREADABLE as error:  # a damaged cache is only a lost shortcut
+        except Exception as error:  # a damaged cache is only a lost shortcut (io.first_line)
             print(f"warning: token cache {cache} is unreadable ({first_line(error)}); "
                   "tokenizing again")
     examples = read_split(data_dir, task, split)

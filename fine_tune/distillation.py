@@ -159,7 +159,7 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     device = resolve_device(args.device_id)
     for flag in ("tdevice_id", "gate_device_id"):  # unset: the student's device
-        if getattr(args, flag, -2) is None:
+        if hasattr(args, flag) and getattr(args, flag) is None:
             setattr(args, flag, args.device_id)
     teacher_device = resolve_device(args.tdevice_id, "--tdevice_id")
     teacher_experiment, teacher, teacher_args = load_teacher(args)

@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from fine_tune.errors import UserError
-from fine_tune.io import (UNREADABLE, atomic_torch_save, atomic_write_json, atomic_write_text,
-                          first_line)
+from fine_tune.io import atomic_torch_save, atomic_write_json, atomic_write_text, first_line
 
 CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
 TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
@@ -32,7 +31,7 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id"
 def _load(path: Path, weights_only: bool, fix: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except UNREADABLE as error:
+    except Exception as error:  # see io.first_line: a damaged file can raise almost anything
         raise UserError(f"cannot read {path}: the file is damaged or not a checkpoint "
                         f"({first_line(error)}); {fix}") from None
 
@@ -91,7 +90,8 @@ class Experiment:
         if overwrite and resume:
             raise UserError("--resume continues the experiment and --overwrite deletes it: pass one")
         steps = self.checkpoint_steps()
-        if resume and (self.path / "config.json").is_file():
+        continuing = resume and (self.path / "config.json").is_file()
+        if continuing:
             self._check_same_run(config)
         elif steps and not overwrite:
             raise UserError(f"{self.path} already has checkpoints (steps {', '.join(map(str, steps))}): "
@@ -106,7 +106,7 @@ class Experiment:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         except OSError as error:
             raise UserError(f"cannot create {self.path} ({error.strerror}): check --exp_dir") from None
-        if not (resume and (self.path / "config.json").is_file()):
+        if not continuing:
             record = dict(config)
             record["command"] = " ".join(sys.argv)
             self.write_json("config.json", record)
@@ -126,7 +126,7 @@ class Experiment:
         except OSError as error:
             raise UserError(f"cannot create {path.parent} ({error.strerror}): fix the permissions "
                             f"of {self.path} or free disk space") from None
-        self._write(lambda text, path: atomic_write_text(text, path), text, path)
+        self._write(atomic_write_text, text, path)
         return path
 
     def write_json(self, name: str, obj) -> None:

@@ -59,12 +59,9 @@ def _fsync_dir(folder) -> None:
         os.close(fd)
 
 
-# What torch.load may raise on a truncated or overwritten file: almost anything (a junk
-# byte is an arbitrary unpickling opcode), so the callers wrap torch.load alone with it.
-UNREADABLE = (Exception,)
-
-
 def first_line(error: Exception) -> str:
-    """The first sentence of an error's message (torch's can run to a paragraph)."""
+    """The first sentence of an error's message (torch's can run to a paragraph). For
+    reporting what torch.load raised on a damaged file: almost anything, since a junk byte
+    is an arbitrary unpickling opcode, so callers catch Exception around torch.load alone."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text.split(". ")[0].rstrip(".")

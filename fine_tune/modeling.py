@@ -39,22 +39,21 @@ def _label_maps():
     return {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}}
 
 
-def load_tokenizer(source):
+def load_tokenizer(source, problem=None):
+    """`problem(error)` words the error; by default it is about --ptrain_ver."""
     try:
         return AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as error:
-        raise UserError(_not_found(source, "tokenizer", error)) from None
+        raise UserError(problem(error) if problem else _not_found(source, "tokenizer", error)) from None
 
 
 def load_experiment_tokenizer(experiment):
     """The tokenizer saved in an experiment folder when it was trained."""
     folder = experiment.path / "tokenizer"
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the tokenizer saved with {experiment.name} from {folder} "
-                        f"({type(error).__name__}): the folder is missing or damaged; copy it "
-                        "from the experiment it was distilled from, or train again") from None
+    return load_tokenizer(folder, lambda error: (
+        f"cannot load the tokenizer saved with {experiment.name} from {folder} "
+        f"({type(error).__name__}): the folder is missing or damaged; copy it from the "
+        "experiment it was distilled from, or train again"))
 
 
 def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):
