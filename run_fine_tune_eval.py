@@ -1,7 +1,5 @@
 """Evaluate every checkpoint of an experiment (teacher or student) on a labelled split."""
-from fine_tune.cli import eval_parser
-from fine_tune.errors import run_cli
-from fine_tune.evaluation import evaluate_checkpoints
+from fine_tune.cli import main, eval_parser
 
 if __name__ == "__main__":
-    run_cli(evaluate_checkpoints, eval_parser().parse_args())
+    main(eval_parser(), "fine_tune.evaluation:evaluate_checkpoints")

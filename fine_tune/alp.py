@@ -14,7 +14,6 @@ import torch
 from fine_tune.modeling import move
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
 
-VARIANTS = ("alp-kd", "alp-kd-hidden", "alp-kd-hidden-v2")
 
 
 def attention_targets(student: torch.Tensor, teachers: torch.Tensor, visible: int | None = None):
@@ -53,4 +52,4 @@ class ALPObjective(DistillationObjective):
 
 
 def distil_alp(args) -> None:
-    distil(args, lambda args, teacher_layers, device: ALPObjective(args, teacher_layers, device))
+    distil(args, lambda args, teacher_layers, device, _: ALPObjective(args, teacher_layers, device))

@@ -4,10 +4,17 @@ Defaults are the values of the seed commands in README.md, so a flag left out
 behaves as in the paper's runs. Every flag has a help text; `--help` lists them.
 """
 import argparse
+import difflib
+import importlib
+import sys
 
-from fine_tune.data import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS
+from fine_tune.errors import run_cli
+from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS
 
+# Nothing here imports torch or transformers: `--help` and flag errors answer at once.
 MODELS = ("bert",)
+ALP_VARIANTS = ("alp-kd", "alp-kd-hidden", "alp-kd-hidden-v2")
+PKD_LOSSES = ("mse", "pkd-skip")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -23,6 +30,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line naming the bad flag, instead of argparse's usage dump."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Unknown flags first: a misspelt required flag (--experimnet) would otherwise be
+        # reported as the real one missing.
+        argv = sys.argv[1:] if args is None else list(args)
+        for token in argv:
+            if token == "--":
+                break
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and name not in self._option_string_actions:
+                close = difflib.get_close_matches(name, self._option_string_actions, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                self.error(f"unrecognized argument {name}{hint}")
+        return super().parse_known_args(argv, namespace)
 
 
 def new_parser(description: str) -> argparse.ArgumentParser:
@@ -58,6 +79,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed_int(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2 ** 32:  # numpy's and Python's seeding accept no more
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32 - 1], got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -85,10 +113,10 @@ def add_amp_arg(group):
 
 
 def add_device_arg(group, flag="--device_id", what="the model"):
-    main = flag == "--device_id"  # the others default to it
-    group.add_argument(flag, type=int, default=-1 if main else None,
-                       help=f"CUDA device index for {what}; -1 runs on the CPU"
-                            + ("" if main else " (default: --device_id)"))
+    default = ("GPU 0 when the machine has a GPU (said in one line), else the CPU"
+               if flag == "--device_id" else "--device_id")  # the others follow --device_id
+    group.add_argument(flag, type=int, default=None,
+                       help=f"CUDA device index for {what}; -1 runs on the CPU (default: {default})")
 
 
 def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):
@@ -127,7 +155,8 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
                        help="log losses and learning rates to tensorboard every this many steps")
     group.add_argument("--dropout", type=probability, default=0.1,
                        help="dropout of hidden states, attention and the classifier")
-    group.add_argument("--seed", type=int, default=42, help="random seed (weights, dropout, data order)")
+    group.add_argument("--seed", type=seed_int, default=42,
+                       help="random seed (weights, dropout, data order), 0 to 2^32 - 1")
     group.add_argument("--dynamic_padding", action="store_true",
                        help="cut each batch to its longest example (rounded up to a multiple of 8) "
                             "instead of --max_seq_len; only for losses that do not depend on the "
@@ -196,10 +225,11 @@ def add_student_args(parser, student_init=True):
                            help="pre-trained layers copied into the student: 'even' takes layer "
                                 "i*k (k = teacher layers // student layers) for student layer i, "
                                 "'first' takes layers 1..n")
-    group.add_argument("--init_embeddings", default="copy", choices=("copy", "random"),
-                       help="'copy' the pre-trained word, position and token-type embeddings (and "
-                            "their LayerNorm) into the student; 'random' keeps them random, as the "
-                            "authors' code does")
+    group.add_argument("--init_embeddings", default="random", choices=("random", "copy"),
+                       help="'random' (the authors' setup): the student's word, position and "
+                            "token-type embeddings start random, with a position table of "
+                            "--max_seq_len rows; 'copy' (our option): copy the pre-trained "
+                            "embeddings and their LayerNorm into the student")
     return group
 
 
@@ -297,28 +327,29 @@ def probing_parser():
 
 
 def alp_parser():
-    from fine_tune.alp import VARIANTS
     parser = student_parser("ALP-KD: each student layer learns an attention-weighted mix of "
                             "teacher layers.", seed=65, log_step=100)
     parser.add_argument_group("ALP-KD").add_argument(
-        "--alp_exp", default="alp-kd-hidden-v2", choices=VARIANTS,
+        "--alp_exp", default="alp-kd-hidden-v2", choices=ALP_VARIANTS,
         help="variant: attention on [CLS] over all teacher layers (alp-kd), at every position "
              "(alp-kd-hidden), or at every position over teacher layers 1..j*k only (-v2)")
     return parser
 
 
 def pkd_parser():
-    from fine_tune.pkd import LOSSES
     parser = student_parser("BERT-PKD: student layer j learns teacher layer j*k. The teacher "
                             "runs on --tdevice_id and the student on --device_id.", lr=5e-5,
                             mu_help="weight of the hidden-state loss: with --pkd_loss mse each "
                                     "matched layer's MSE is weighted mu / num_hidden_layers; with "
-                                    "pkd-skip each layer's normalised distance is weighted mu")
+                                    "pkd-skip it is beta of the original PKD code: mu times the "
+                                    "mean squared difference of the normalised [CLS] vectors "
+                                    "over batch, layers and hidden size")
     parser.add_argument_group("BERT-PKD").add_argument(
-        "--pkd_loss", default="mse", choices=LOSSES,
+        "--pkd_loss", default="mse", choices=PKD_LOSSES,
         help="'mse': the LAD authors' version, MSE over the whole sequence against teacher layers "
              "k, 2k, .., L; 'pkd-skip': the original PKD-Skip loss on L2-normalised [CLS] vectors "
-             "against teacher layers k, .., (n-1)k, weighted by --mu")
+             "against teacher layers k, .., (n-1)k, a mean weighted by --mu, as in the PKD "
+             "authors' code")
     return parser
 
 
@@ -333,3 +364,11 @@ def lad_no_parser():
     return student_parser(
         "LAD-NO: like LAD, but each student layer j learns one unchained gate over teacher "
         "layers j*k-1 and j*k.", gates=True, lr=5e-5, gate_lr=1e-6)
+
+
+def main(parser, target: str) -> None:
+    """An entry script: parse the flags, and only then import `target` ("module:function",
+    which brings in torch and transformers) and run it."""
+    args = parser.parse_args()
+    module, function = target.split(":")
+    run_cli(lambda args: getattr(importlib.import_module(module), function)(args), args)

@@ -15,16 +15,9 @@ from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save, first_line
 from fine_tune.progress import progress
 
-TASKS = ("mnli",)
-TASK_DIRS = {"mnli": "MNLI"}
-# One label map, used for training, evaluation and submission files alike.
-LABELS = ("contradiction", "entailment", "neutral")
-LABEL_TO_ID = {label: i for i, label in enumerate(LABELS)}
-NUM_CLASSES = {"mnli": len(LABELS)}
+from fine_tune.glue import (LABEL_TO_ID, LABELED_SPLITS, LABELS, NUM_CLASSES,  # noqa: F401
+                            SPLITS, SUBMISSION_FILES, TASK_DIRS, TASKS, TEST_SPLITS)
 
-SPLITS = ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")
-LABELED_SPLITS = SPLITS[:3]
-TEST_SPLITS = SPLITS[3:]
 # Row counts of the official GLUE release (header excluded).
 EXPECTED_ROWS = {
     "train": 392702,
@@ -42,7 +35,6 @@ COLUMNS = {
     "dev": _COMMON + ["label1", "label2", "label3", "label4", "label5", "gold_label"],
     "test": _COMMON,
 }
-SUBMISSION_FILES = {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}
 GLUE_MNLI_URL = "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip"
 DOWNLOAD_COMMAND = "python -m fine_tune.download"
 
@@ -77,7 +69,8 @@ def read_tsv(path, layout: str) -> Examples:
     has no quoting, and a row with a missing or extra field must name its line."""
     columns = COLUMNS[layout]
     try:
-        with open(path, encoding="utf-8", newline="\n") as file:
+        # utf-8-sig: a byte-order mark (as some editors and Excel write) is not part of the header
+        with open(path, encoding="utf-8-sig", newline="\n") as file:
             lines = file.read().split("\n")
     except UnicodeDecodeError as error:
         raise UserError(f"{path} is not UTF-8 text ({error}); download it again with "

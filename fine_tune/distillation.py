@@ -5,6 +5,7 @@ initialisation, and the logit loss. A method only supplies its hidden-state loss
 Notation (as in the paper): teacher hidden states H_1 .. H_L and student S_1 .. S_n,
 the embedding output excluded; k = L // n.
 """
+from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -50,13 +51,14 @@ class DistillationObjective(Objective):
         raise NotImplementedError
 
 
-def mse_terms(students, targets, mu: float, device) -> dict:
+def mse_terms(students, targets, mu: float, device, num_layers: int | None = None) -> dict:
     """(mu / n) * MSE(S_j, target_j) for each matched pair, over every element (padding
     included, as in the authors' code). `students[j]` and `targets[j]` are student layer
-    j+1 and its target."""
-    weight = mu / len(students)
+    j+1 and its target; a target of None leaves that layer without a hidden term. n is
+    the student's number of layers (`num_layers`, by default len(students))."""
+    weight = mu / (num_layers or len(students))
     return {f"hidden_{j + 1}": weight * F.mse_loss(s.float(), move(t, device).float())
-            for j, (s, t) in enumerate(zip(students, targets))}
+            for j, (s, t) in enumerate(zip(students, targets)) if t is not None}
 
 
 def layer_stride(teacher_layers: int, student_layers: int) -> int:
@@ -74,7 +76,45 @@ def default_init_pairs(args, teacher_layers: int) -> list[tuple[int, int]]:
     return [(i, i * k) for i in range(1, args.num_hidden_layers + 1)]
 
 
+def student_misfits(args, teacher, max_layers, index_misfits=None) -> None:
+    """Check every student flag against the teacher at once. A student is copied from the
+    teacher's pre-trained layers and compared with its hidden states directly, so its width,
+    feed-forward size and heads are the teacher's, and it is at most `max_layers(L)` deep.
+    `index_misfits(args, L, n)` adds a method's own checks (partial LAD's indices) for a
+    student of n layers, as [(flag, problem, value to use)]. Raises one error naming every
+    flag to change and the value to use."""
+    L = teacher.num_hidden_layers
+    misfits = []
+    for flag, given, name, what in (
+            ("--d_model", args.d_model, "hidden_size", "hidden size"),
+            ("--d_ff", args.d_ff, "intermediate_size", "feed-forward size"),
+            ("--num_attention_heads", args.num_attention_heads, "num_attention_heads", "attention heads")):
+        if given != getattr(teacher, name):
+            misfits.append((flag, f"{flag} {given} differs from the teacher's {what} "
+                                  f"{getattr(teacher, name)}", getattr(teacher, name)))
+    n = args.num_hidden_layers
+    if n > max_layers(L):
+        n = max(1, min(max_layers(L), L // 2))
+        misfits.append(("--num_hidden_layers", f"--num_hidden_layers {args.num_hidden_layers} is "
+                        f"more than this method allows for the teacher's {L} layers "
+                        f"(at most {max_layers(L)})", n))
+    if index_misfits is not None:
+        misfits += index_misfits(args, L, n)
+    if len(misfits) == 1:
+        flag, problem, value = misfits[0]
+        raise UserError(f"{problem}; use {flag} {value}")
+    if misfits:
+        fixes = " ".join(f"{flag} {value}" for flag, _, value in misfits)
+        raise UserError(f"the student does not fit the teacher ({L} layers, hidden size "
+                        f"{teacher.hidden_size}, d_ff {teacher.intermediate_size}, "
+                        f"{teacher.num_attention_heads} heads): "
+                        f"{'; '.join(problem for _, problem, _ in misfits if problem)}; use {fixes}")
+
+
 def student_config(args, teacher_config: BertConfig) -> BertConfig:
+    """The teacher's architecture with the student's flags. With random embeddings (the
+    authors' setup) the position table has max_seq_len rows, as theirs; copied embeddings
+    keep the pre-trained table."""
     config = BertConfig.from_dict(teacher_config.to_dict(), attn_implementation=ATTENTION)
     config.num_hidden_layers = args.num_hidden_layers
     config.hidden_size = args.d_model
@@ -82,49 +122,48 @@ def student_config(args, teacher_config: BertConfig) -> BertConfig:
     config.num_attention_heads = args.num_attention_heads
     config.type_vocab_size = args.type_vocab_size
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = args.dropout
-    if args.d_model % args.num_attention_heads:
-        raise UserError(f"--d_model {args.d_model} is not divisible by --num_attention_heads "
-                        f"{args.num_attention_heads}")
+    if args.init_embeddings == "random":
+        config.max_position_embeddings = args.max_seq_len
     return config
 
 
 def initialise_student(student, pretrained: BertModel, pairs, copy_embeddings: bool) -> None:
-    """Copy pre-trained layers (and the pooler, and by default the embeddings) into the
-    student. `pairs` are 1-based (student layer, pre-trained layer)."""
-    source = pretrained.config
-    target = student.config
-    for name in ("hidden_size", "intermediate_size", "num_attention_heads"):
-        if getattr(source, name) != getattr(target, name):
-            flag = {"hidden_size": "--d_model", "intermediate_size": "--d_ff",
-                    "num_attention_heads": "--num_attention_heads"}[name]
-            raise UserError(f"{flag} {getattr(target, name)} differs from the pre-trained model's "
-                            f"{name} ({getattr(source, name)}), whose layers initialise the "
-                            f"student; use {flag} {getattr(source, name)}")
+    """Copy pre-trained layers and the pooler (and, with --init_embeddings copy, the
+    embeddings) into the student. `pairs` are 1-based (student layer, pre-trained layer).
+    Random embeddings are drawn as the authors' (transformers 3.3.1) BERT draws them:
+    N(0, initializer_range) for every row, the padding token's included (transformers 5
+    zeroes that row), and a LayerNorm of ones and zeros."""
+    source, target = pretrained.config, student.config
     bert = student.bert
     with torch.no_grad():
         for student_layer, pretrained_layer in pairs:
             bert.encoder.layer[student_layer - 1].load_state_dict(
                 pretrained.encoder.layer[pretrained_layer - 1].state_dict())
         bert.pooler.load_state_dict(pretrained.pooler.state_dict())
-        if copy_embeddings:
-            if target.type_vocab_size != source.type_vocab_size:
-                raise UserError(f"--type_vocab_size {target.type_vocab_size} differs from the "
-                                f"pre-trained model's ({source.type_vocab_size}); use "
-                                f"--type_vocab_size {source.type_vocab_size} or --init_embeddings random")
-            bert.embeddings.load_state_dict(pretrained.embeddings.state_dict())
+        if not copy_embeddings:
+            pad = bert.embeddings.word_embeddings.padding_idx
+            if pad is not None:
+                bert.embeddings.word_embeddings.weight[pad].normal_(0.0, target.initializer_range)
+            return
+        if target.type_vocab_size != source.type_vocab_size:
+            raise UserError(f"--type_vocab_size {target.type_vocab_size} differs from the "
+                            f"pre-trained model's ({source.type_vocab_size}); use "
+                            f"--type_vocab_size {source.type_vocab_size} or --init_embeddings random")
+        bert.embeddings.load_state_dict(pretrained.embeddings.state_dict())
 
 
 def load_teacher(args):
     """The fine-tuned teacher experiment, its frozen model and its config."""
     experiment = Experiment(args.exp_dir, args.teacher_exp, args.tmodel, args.task)
-    if not (experiment.path / "config.json").is_file():
-        raise UserError(f"teacher experiment {experiment.path} not found: check --teacher_exp, "
-                        f"--tmodel and --task (train it with run_fine_tune.py first)")
+    experiment.require("--teacher_exp", "teacher experiment")
     steps = experiment.checkpoint_steps()
     if args.tckpt not in steps:
+        if not steps:
+            raise UserError(f"teacher {experiment.name} has no checkpoints yet (its training "
+                            f"stopped before the first --ckpt_step): finish it with "
+                            f"run_fine_tune.py --resume, or pick another --teacher_exp")
         raise UserError(f"teacher checkpoint {experiment.checkpoint_path(args.tckpt)} not found; "
-                        f"{experiment.name} has checkpoints at steps "
-                        f"{', '.join(map(str, steps)) or '(none)'}: pick one with --tckpt")
+                        f"{experiment.describe_checkpoints(steps)}: pick one with --tckpt")
     config = experiment.config()
     if config.get("task") != args.task:
         raise UserError(f"teacher {experiment.name} was trained on {config.get('task')}, not "
@@ -151,29 +190,31 @@ def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
         hf_logging.set_verbosity(verbosity)
 
 
-def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
-    """Train a student with `make_objective(args, teacher_layers, device) -> objective`.
+def distil(args, make_objective, init_pairs=None, gate_config=None, max_layers=None,
+           index_misfits=None) -> None:
+    """Train a student with `make_objective(args, teacher_layers, device, gate_device)`.
     `init_pairs(args, teacher_layers)` overrides which pre-trained layers initialise the
-    student; `gate_config(objective)` describes the objective's gates for gate_config.json."""
+    student; `gate_config(objective)` describes the objective's gates for gate_config.json;
+    `max_layers(L)` is the deepest student the method takes (default L) and
+    `index_misfits` its own flag checks (see student_misfits)."""
     check_training_args(args)
+    if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
+        raise UserError(f"--experiment {args.experiment} is the teacher's own experiment "
+                        f"(--teacher_exp {args.teacher_exp}): the student would overwrite its "
+                        "teacher; choose another --experiment")
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     device = resolve_device(args.device_id)
-    for flag in ("tdevice_id", "gate_device_id"):  # unset: the student's device
-        if hasattr(args, flag) and getattr(args, flag) is None:
-            setattr(args, flag, args.device_id)
-    teacher_device = resolve_device(args.tdevice_id, "--tdevice_id")
+    teacher_device = resolve_device(args.tdevice_id, "--tdevice_id", default=device)
+    gate_device = resolve_device(getattr(args, "gate_device_id", None), "--gate_device_id",
+                                 default=device)
     teacher_experiment, teacher, teacher_args = load_teacher(args)
+    student_misfits(args, teacher.config, max_layers or (lambda L: L), index_misfits)
     tokenizer = load_experiment_tokenizer(teacher_experiment)
-    # The student reads what its teacher read, and starts from the teacher's pre-trained model.
-    args.max_seq_len = teacher_args["max_seq_len"]
-    args.ptrain_ver = teacher_args["ptrain_ver"]
-    args.num_class = teacher_args["num_class"]
+    # The student reads what its teacher read, and starts from the teacher's pre-trained
+    # model. (A copy: the parsed flags are never changed.)
+    args = Namespace(**vars(args) | {name: teacher_args[name]
+                                     for name in ("max_seq_len", "ptrain_ver", "num_class")})
     teacher_layers = teacher.config.num_hidden_layers
-    if args.d_model != teacher.config.hidden_size:
-        raise UserError(f"--d_model {args.d_model} differs from the teacher's hidden size "
-                        f"{teacher.config.hidden_size}: the student is initialised from its "
-                        f"pre-trained layers and its hidden states are compared with the "
-                        f"teacher's directly; use --d_model {teacher.config.hidden_size}")
 
     set_seed(args.seed)
     config = student_config(args, teacher.config)
@@ -186,14 +227,14 @@ def distil(args, make_objective, init_pairs=None, gate_config=None) -> None:
                         f"initialises the student, has {pretrained.config.vocab_size}; the "
                         f"teacher's --ptrain_ver must still name the model it was trained from")
     initialise_student(student, pretrained, pairs, copy_embeddings=args.init_embeddings == "copy")
-    objective = make_objective(args, teacher_layers, device)
+    objective = make_objective(args, teacher_layers, device, gate_device)
     check_padding(args, objective)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
-    experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)
-    experiment.write_json("model_config.json", student.config.to_dict())
-    if gate_config is not None:
-        experiment.write_json("gate_config.json", gate_config(objective))
-    save_tokenizer(tokenizer, experiment)
-    train(TrainingRun(args, experiment, student.to(device), device, objective, data,
-                      teacher=teacher.to(teacher_device), teacher_device=teacher_device))
+    with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
+        experiment.write_json("model_config.json", student.config.to_dict())
+        if gate_config is not None:
+            experiment.write_json("gate_config.json", gate_config(objective))
+        save_tokenizer(tokenizer, experiment)
+        train(TrainingRun(args, experiment, student.to(device), device, objective, data,
+                          teacher=teacher.to(teacher_device), teacher_device=teacher_device))

@@ -1,19 +1,25 @@
 """One folder per experiment: exp/<experiment>_<model>_<task>/.
 
+    .lock               held (flock) by the process training into the folder
     config.json         every setting of the run (the parsed flags)
     model_config.json   the model's architecture (a Hugging Face BertConfig)
     tokenizer/          the tokenizer, so evaluation needs neither the hub nor --ptrain_ver
     model-<step>.pt     the model's state dict at that optimiser step
     train_state.pt      what --resume needs beyond the weights (optimisers, schedules, data
                         order, random states), as of the last checkpoint
-    log/                tensorboard event files (training and evaluation)
+    log/                tensorboard event files of training
+    log/eval/<split>/   tensorboard event files of evaluation on <split>
     results_<split>.csv accuracy and macro-F1 of every checkpoint (run_fine_tune_eval.py)
     predictions/<step>/MNLI-m.tsv, MNLI-mm.tsv   GLUE submission files
 """
+import fcntl
 import json
+import os
 import re
 import shutil
+import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,6 +28,7 @@ from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save, atomic_write_json, atomic_write_text, first_line
 
 CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
+LOCK = ".lock"
 TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
 # Flags that may change on --resume: they do not change the computation.
 RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
@@ -40,23 +47,48 @@ class Experiment:
     def __init__(self, exp_dir, experiment: str, model: str, task: str):
         if not experiment or "/" in experiment or experiment in (".", ".."):
             raise UserError(f"--experiment {experiment!r} must be a plain folder name")
-        self.name = f"{experiment}_{model}_{task}"
-        self.path = Path(exp_dir) / self.name
+        self.experiment, self.suffix = experiment, f"_{model}_{task}"
+        self.name = experiment + self.suffix
+        self.exp_dir = Path(exp_dir)
+        self.path = self.exp_dir / self.name
+        self._lock_fd = None
 
     # ---- reading -------------------------------------------------------------
-    def require(self) -> "Experiment":
-        if not (self.path / "config.json").is_file():
-            existing = sorted(p.parent.name for p in self.path.parent.glob("*/config.json"))
-            hint = f"; experiments in {self.path.parent}: {', '.join(existing)}" if existing else ""
-            raise UserError(f"no experiment at {self.path} (config.json missing): check "
-                            f"--experiment, --model and --task{hint}")
-        return self
+    def require(self, flag: str = "--experiment", what: str = "experiment") -> "Experiment":
+        """The experiment must exist; else one line naming what was searched and the fix."""
+        if (self.path / "config.json").is_file():
+            return self
+        short = self.experiment[:-len(self.suffix)]
+        if self.experiment.endswith(self.suffix) and short:  # the folder's name given
+            raise UserError(f"{flag} {self.experiment} is a folder name; {flag} takes the "
+                            f"experiment's name without {self.suffix}: use {flag} {short}")
+        names = sorted(p.parent.name[:-len(self.suffix)] for p in self.exp_dir.glob("*/config.json")
+                       if p.parent.name.endswith(self.suffix))
+        hint = (f"; {what}s there for this model and task: {', '.join(names)}" if names
+                else "; it has none for this model and task")
+        raise UserError(f"{what} {self.experiment!r} not found: no {self.path}/config.json under "
+                        f"--exp_dir {self.exp_dir}{hint}; check {flag}, --model, --task and "
+                        "--exp_dir")
 
     def config(self) -> dict:
-        return json.loads((self.require().path / "config.json").read_text())
+        return self._read_json(self.require().path / "config.json")
 
     def model_config(self) -> dict:
-        return json.loads((self.path / "model_config.json").read_text())
+        return self._read_json(self.path / "model_config.json")
+
+    def _read_json(self, path: Path) -> dict:
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path} is missing: {self.name} was not completely written; train it "
+                            "again with --overwrite") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{path} is damaged ({first_line(error)}): restore it from a copy, or "
+                            "train the experiment again with --overwrite") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{path} is damaged (not a JSON object): restore it from a copy, or "
+                            "train the experiment again with --overwrite")
+        return value
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of the complete checkpoints (temporary files of a save in progress are
@@ -73,9 +105,14 @@ class Experiment:
         path = self.checkpoint_path(step, kind)
         if not path.is_file():
             steps = self.checkpoint_steps()
-            raise UserError(f"checkpoint {path} not found; {self.name} has checkpoints at "
-                            f"steps {', '.join(map(str, steps)) or '(none)'}")
+            raise UserError(f"checkpoint {path} not found; {self.describe_checkpoints(steps)}")
         return _load(path, True, "delete it and pick another checkpoint")
+
+    def describe_checkpoints(self, steps=None) -> str:
+        steps = self.checkpoint_steps() if steps is None else steps
+        if not steps:
+            return f"{self.name} has no checkpoints yet (model-<step>.pt): train it first"
+        return f"{self.name} has checkpoints at steps {', '.join(map(str, steps))}"
 
     def load_train_state(self) -> dict | None:
         path = self.path / TRAIN_STATE
@@ -84,11 +121,52 @@ class Experiment:
         return _load(path, False, "it cannot be resumed from; start again with --overwrite")
 
     # ---- writing -------------------------------------------------------------
-    def create(self, config: dict, overwrite: bool, resume: bool = False) -> None:
-        """Make the folder for a run. A folder with checkpoints is never mixed with a new
-        run: it is continued (--resume, same settings) or emptied (--overwrite)."""
+    @contextmanager
+    def training(self, config: dict, overwrite: bool, resume: bool = False):
+        """Hold the folder for one training run: locked against a second run, then
+        continued (--resume, same settings), emptied (--overwrite) or made new. A folder
+        with checkpoints is never mixed with a new run."""
         if overwrite and resume:
             raise UserError("--resume continues the experiment and --overwrite deletes it: pass one")
+        existed = self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create {self.path} ({error.strerror}): check --exp_dir") from None
+        try:
+            self._lock()
+            self._prepare(config, overwrite, resume)
+        except BaseException:
+            self._unlock()
+            if not existed:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        try:
+            yield self
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        """flock on .lock: the kernel releases it when the process ends, even by kill -9,
+        so a killed run's folder can be resumed at once."""
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{self.path} is being trained by {holder}: wait for it to end (or "
+                            "stop it, then pass --resume), or choose another --experiment") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _prepare(self, config: dict, overwrite: bool, resume: bool) -> None:
         steps = self.checkpoint_steps()
         continuing = resume and (self.path / "config.json").is_file()
         if continuing:
@@ -97,15 +175,14 @@ class Experiment:
             raise UserError(f"{self.path} already has checkpoints (steps {', '.join(map(str, steps))}): "
                             "pass --resume to continue that run, --overwrite to delete it, or "
                             "choose another --experiment")
-        if self.path.exists() and overwrite:
-            for item in self.path.iterdir():
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            for stale in self.path.glob(".*.tmp"):  # left by a run killed while saving
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            for item in self.path.iterdir():
+                stale = item.name.startswith(".") and item.name.endswith(".tmp")
+                if overwrite and item.name != LOCK or stale:
+                    # (a .tmp is left by a run killed while saving)
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
         except OSError as error:
-            raise UserError(f"cannot create {self.path} ({error.strerror}): check --exp_dir") from None
+            raise UserError(f"cannot empty {self.path} ({error.strerror}): fix its permissions") from None
         if not continuing:
             record = dict(config)
             record["command"] = " ".join(sys.argv)
@@ -128,6 +205,26 @@ class Experiment:
                             f"of {self.path} or free disk space") from None
         self._write(atomic_write_text, text, path)
         return path
+
+    def check_writable(self, relative_path: str) -> None:
+        """Fail now, before hours of computing, if `relative_path` could not be written;
+        leaves nothing behind (folders it had to make are removed again)."""
+        path = self.path / relative_path
+        made = [folder for folder in reversed(path.parents) if folder.is_relative_to(self.path)
+                and not folder.exists()]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text("", path.parent / f".{path.name}.check")
+            (path.parent / f".{path.name}.check").unlink()
+        except OSError as error:
+            raise UserError(f"cannot write {path} ({error.strerror or error}): fix the "
+                            f"permissions of {self.path} or free disk space") from None
+        finally:
+            for folder in reversed(made):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
 
     def write_json(self, name: str, obj) -> None:
         self._write(atomic_write_json, obj, self.path / name)

@@ -9,7 +9,7 @@ from torch import nn
 
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
 from fine_tune.errors import UserError
-from fine_tune.modeling import move, resolve_device
+from fine_tune.modeling import move
 
 
 class HighwayGate(nn.Module):
@@ -46,34 +46,63 @@ def lad_no_targets(teacher_layers: int, student_layers: int) -> list[tuple]:
     return [("gate", j * k - 1, j * k) for j in range(1, student_layers + 1)]
 
 
-def check_partial_indices(gate_indices, student_indices, teacher_layers, student_layers) -> None:
+def partial_index_problems(gate_indices, student_indices, teacher_layers, student_layers) -> list[str]:
+    """What is wrong with partial LAD's indices for this teacher and student (empty: fine)."""
+    problems = []
     for flag, values, limit, whose in (("--gate_indices", gate_indices, teacher_layers, "teacher"),
                                        ("--student_indices", student_indices, student_layers, "student")):
+        text = ",".join(map(str, values))
         if any(not 1 <= v <= limit for v in values):
-            raise UserError(f"{flag} {','.join(map(str, values))}: layer numbers run from 1 to "
-                            f"{limit} for this {whose}")
-        if len(set(values)) != len(values):
-            raise UserError(f"{flag} {','.join(map(str, values))} repeats a layer")
-        if values != sorted(values):
-            raise UserError(f"{flag} {','.join(map(str, values))} must be in increasing order")
+            problems.append(f"{flag} {text}: layer numbers run from 1 to {limit} for this {whose}")
+        elif len(set(values)) != len(values):
+            problems.append(f"{flag} {text} repeats a layer")
+        elif values != sorted(values):
+            problems.append(f"{flag} {text} must be in increasing order")
     if len(gate_indices) > len(student_indices):
-        raise UserError(f"--gate_indices has {len(gate_indices)} layers but --student_indices only "
+        problems.append(f"--gate_indices has {len(gate_indices)} layers but --student_indices only "
                         f"{len(student_indices)}: each gated target needs a student layer")
+    return problems
 
 
-def partial_lad_targets(teacher_layers, student_layers, gate_indices, student_indices) -> list[tuple]:
-    """The first len(gate_indices) entries of student_indices are matched to A at the paired
-    gate index; every other student layer j to the raw teacher layer H_{j*k}."""
+def check_partial_indices(gate_indices, student_indices, teacher_layers, student_layers) -> None:
+    problems = partial_index_problems(gate_indices, student_indices, teacher_layers, student_layers)
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def partial_index_misfits(args, teacher_layers: int, student_layers: int) -> list[tuple]:
+    """For distillation.student_misfits: when the indices do not fit a student of
+    `student_layers` layers, the seed's pattern scaled to it: gates at k, 2k, .., (n-1)k
+    (at k for a one-layer student) and student layers 1..n."""
+    problems = partial_index_problems(args.gate_indices, args.student_indices, teacher_layers,
+                                      student_layers)
+    if not problems:
+        return []
+    k = teacher_layers // student_layers
+    gates = ",".join(str(j * k) for j in range(1, max(student_layers, 2)))
+    students = ",".join(str(j) for j in range(1, student_layers + 1))
+    return [("--gate_indices", "; ".join(problems), gates), ("--student_indices", "", students)]
+
+
+def partial_lad_targets(teacher_layers, student_layers, gate_indices, student_indices) -> list:
+    """As the authors' code: the first len(gate_indices) entries of student_indices learn A
+    at the paired gate index; the other student layers, in order, learn the raw teacher
+    layers max(gate)+k, max(gate)+2k, .. up to L, and those left over learn no hidden state
+    (None). With the seed's 2,4,6,8,10 this is S_6 -> H_12; with 3,6 (12 -> 6 layers):
+    S_3..S_5 -> H_8, H_10, H_12, S_6 unmatched."""
     check_partial_indices(gate_indices, student_indices, teacher_layers, student_layers)
     k = layer_stride(teacher_layers, student_layers)
     gated = dict(zip(student_indices, gate_indices))
-    return [("A", gated[j]) if j in gated else ("H", j * k) for j in range(1, student_layers + 1)]
+    raw = iter(range(max(gate_indices) + k, teacher_layers + 1, k))
+    return [("A", gated[j]) if j in gated else ("H", next(raw, None))
+            for j in range(1, student_layers + 1)]
 
 
 class GatedObjective(DistillationObjective):
     """The hidden loss of LAD, LAD-NO and partial LAD: (mu / n) * MSE(S_j, target_j), with
     targets built by highway gates on `gate_device`. The gates learn only through this
-    loss; the teacher's states carry no gradient."""
+    loss; the teacher's states carry no gradient. A target ("H", None) leaves its student
+    layer without a hidden term (partial LAD's layers past the teacher's last)."""
 
     def __init__(self, args, targets: list[tuple], device, gate_device, d_model, max_seq_len):
         super().__init__(args, device)
@@ -98,7 +127,7 @@ class GatedObjective(DistillationObjective):
             elif target[0] == "gate":
                 targets.append(next(lone_gates)(hidden[target[1] - 1], hidden[target[2] - 1]))
             else:
-                targets.append(hidden[target[1] - 1])
+                targets.append(None if target[1] is None else hidden[target[1] - 1])
         return mse_terms(student_hidden, targets, self.mu, self.device)
 
     def clip_units(self):
@@ -118,15 +147,14 @@ def _describe(target) -> str:
         return f"A_{target[1]}"
     if target[0] == "gate":
         return f"Gate(H_{target[1]}, H_{target[2]})"
-    return f"H_{target[1]}"
+    return "none (no hidden loss)" if target[1] is None else f"H_{target[1]}"
 
 
-def _distil_gated(args, make_targets, init_pairs=None) -> None:
-    def make_objective(args, teacher_layers, device):
-        gate_device = resolve_device(args.gate_device_id, "--gate_device_id")
+def _distil_gated(args, make_targets, **options) -> None:
+    def make_objective(args, teacher_layers, device, gate_device):
         return GatedObjective(args, make_targets(args, teacher_layers), device, gate_device,
                               args.d_model, args.max_seq_len)
-    distil(args, make_objective, init_pairs=init_pairs, gate_config=GatedObjective.describe)
+    distil(args, make_objective, gate_config=GatedObjective.describe, **options)
 
 
 def distil_lad(args) -> None:
@@ -134,7 +162,8 @@ def distil_lad(args) -> None:
 
 
 def distil_lad_no(args) -> None:
-    _distil_gated(args, lambda args, L: lad_no_targets(L, args.num_hidden_layers))
+    _distil_gated(args, lambda args, L: lad_no_targets(L, args.num_hidden_layers),
+                  max_layers=lambda L: L // 2)  # k >= 2: each gate joins two teacher layers
 
 
 def distil_partial_lad(args) -> None:
@@ -144,8 +173,8 @@ def distil_partial_lad(args) -> None:
 
     def init_pairs(args, teacher_layers):
         # As in the authors' code: student_indices[i] starts from pre-trained layer
-        # gate_indices[i]; student layers beyond the gated ones keep a random init.
+        # gate_indices[i]; the other student layers keep a random init.
         check_partial_indices(args.gate_indices, args.student_indices, teacher_layers,
                               args.num_hidden_layers)
         return list(zip(args.student_indices, args.gate_indices))
-    _distil_gated(args, targets, init_pairs)
+    _distil_gated(args, targets, init_pairs=init_pairs, index_misfits=partial_index_misfits)

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-from fine_tune.data import LABELS
+from fine_tune.glue import LABELS
 from fine_tune.errors import UserError
 
 hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars say what matters
@@ -19,7 +19,19 @@ hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars say w
 ATTENTION = "sdpa"
 
 
-def resolve_device(device_id: int, flag: str = "--device_id") -> torch.device:
+def resolve_device(device_id: int | None, flag: str = "--device_id",
+                   default: torch.device | None = None) -> torch.device:
+    """The device a flag names. Left out (None): `default` if given (the teacher and the
+    gates follow the student), else GPU 0 when there is one, said in one line, else the
+    CPU."""
+    if device_id is None:
+        if default is not None:
+            return default
+        if torch.cuda.is_available():
+            print(f"{flag} not given: running on GPU 0 ({torch.cuda.get_device_name(0)}); "
+                  f"pass {flag} -1 to use the CPU")
+            return torch.device("cuda", 0)
+        return torch.device("cpu")
     if device_id == -1:
         return torch.device("cpu")
     if device_id < -1:

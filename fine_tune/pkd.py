@@ -3,16 +3,17 @@
   mse (default; the LAD authors' reimplementation, "our implementation" in the seed):
       student layer j learns teacher layer j*k, the last layer included:
       (mu / n) * MSE(S_j, H_jk) over the whole sequence, unnormalised.
-  pkd-skip (the original PKD-Skip loss): [CLS] vectors of student layers 1 .. n-1 and
-      teacher layers k, 2k, .., (n-1)k (the last layer is left to the logit loss),
-      each L2-normalised: mu * sum_j mean_batch || s_j/|s_j| - t_j/|t_j| ||^2.
+  pkd-skip (the original PKD-Skip loss, scaled as the PKD authors' code scales it): [CLS]
+      vectors of student layers 1 .. n-1 and teacher layers k, 2k, .., (n-1)k (the last
+      layer is left to the logit loss), each L2-normalised; mu times the mean over
+      batch x layers x hidden of the squared differences (their F.mse_loss over the
+      stacked [batch, n-1, d] vectors, weighted by beta = --mu).
 """
 from torch.nn import functional as F
 
 from fine_tune.distillation import DistillationObjective, distil, layer_stride, mse_terms
 from fine_tune.errors import UserError
 
-LOSSES = ("mse", "pkd-skip")
 
 
 def pkd_teacher_layers(teacher_layers: int, student_layers: int, loss: str) -> list[int]:
@@ -37,15 +38,17 @@ class PKDObjective(DistillationObjective):
         targets = [teacher_hidden[i - 1] for i in self.matched]
         if self.loss == "mse":
             return mse_terms(students, targets, self.mu, self.device)
-        return {f"hidden_{j}": self.mu * normalised_distance(s[:, 0], t[:, 0].to(self.device))
+        # Per layer: (mu / (n-1)) * mean over batch and hidden; their sum is mu * the mean
+        # over batch x layers x hidden.
+        weight = self.mu / len(self.matched)
+        return {f"hidden_{j}": weight * normalised_mse(s[:, 0], t[:, 0].to(self.device))
                 for j, (s, t) in enumerate(zip(students, targets), start=1)}
 
 
-def normalised_distance(student, teacher):
-    """Mean over the batch of the squared distance between L2-normalised vectors."""
-    diff = F.normalize(student.float(), dim=-1) - F.normalize(teacher.float(), dim=-1)
-    return diff.pow(2).sum(-1).mean()
+def normalised_mse(student, teacher):
+    """Mean over batch and hidden of the squared differences of L2-normalised vectors."""
+    return F.mse_loss(F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1))
 
 
 def distil_pkd(args) -> None:
-    distil(args, lambda args, teacher_layers, device: PKDObjective(args, teacher_layers, device))
+    distil(args, lambda args, teacher_layers, device, _: PKDObjective(args, teacher_layers, device))

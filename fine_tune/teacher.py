@@ -1,5 +1,6 @@
 """Teacher fine-tuning: a pre-trained BERT with a classification head, cross-entropy."""
 import shutil
+from argparse import Namespace
 
 from transformers import set_seed
 
@@ -14,7 +15,7 @@ from fine_tune.trainer import CrossEntropy, TrainingRun, check_padding, check_tr
 def fine_tune_teacher(args) -> None:
     # Everything that can fail on bad input happens before the experiment folder exists.
     check_training_args(args)
-    args.num_class = args.num_class or NUM_CLASSES[args.task]
+    args = Namespace(**vars(args) | {"num_class": args.num_class or NUM_CLASSES[args.task]})
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     device = resolve_device(args.device_id)
     tokenizer = load_tokenizer(args.ptrain_ver)
@@ -26,10 +27,10 @@ def fine_tune_teacher(args) -> None:
 
     objective = CrossEntropy()
     check_padding(args, objective)
-    experiment.create(vars(args), overwrite=args.overwrite, resume=args.resume)
-    experiment.write_json("model_config.json", model.config.to_dict())
-    save_tokenizer(tokenizer, experiment)
-    train(TrainingRun(args, experiment, model.to(device), device, objective, data))
+    with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
+        experiment.write_json("model_config.json", model.config.to_dict())
+        save_tokenizer(tokenizer, experiment)
+        train(TrainingRun(args, experiment, model.to(device), device, objective, data))
 
 
 def save_tokenizer(tokenizer, experiment: Experiment) -> None:

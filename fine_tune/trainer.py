@@ -6,6 +6,8 @@ which get their own optimiser, schedule, clipping and device. Everything else, f
 batching to checkpoints, is here, once.
 """
 import random
+import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -16,10 +18,10 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import get_linear_schedule_with_warmup
 
 from fine_tune.data import NUM_CLASSES, TokenizedSplit
-from fine_tune.errors import UserError
+from fine_tune.errors import Interrupted, UserError
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import autocast, prepared_attention_mask
-from fine_tune.progress import progress
+from fine_tune.progress import interactive, progress
 
 
 class Objective(nn.Module):
@@ -82,10 +84,10 @@ class TrainableGroup:
              "weight_decay": settings.weight_decay},
             {"params": [p for p in self.params if id(p) in no_decay], "weight_decay": 0.0},
         ]
-        on_cuda = all(p.is_cuda for p in self.params)
+        self.fused = all(p.is_cuda for p in self.params) or None  # fused kernels on CUDA only
         self.optimizer = torch.optim.AdamW(
             groups, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
-            fused=on_cuda or None)
+            fused=self.fused)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, settings.warmup_step, settings.total_step)
         self.grad_norm = torch.zeros(())
@@ -99,6 +101,18 @@ class TrainableGroup:
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A saved optimiser records whether it was fused; the choice must follow the
+        device the parameters are on now (a GPU run resumed on the CPU, or the reverse)."""
+        optimizer = state["optimizer"]
+        optimizer = {**optimizer, "param_groups": [{**group, "fused": self.fused}
+                                                   for group in optimizer["param_groups"]]}
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 class BatchOrder:
@@ -146,9 +160,17 @@ class TrainingRun:
     def __post_init__(self):
         self.amp = getattr(self.args, "amp", "fp32") == "bf16"
         self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
-        self.devices = {self.device, *(p.device for p in self.objective.parameters())}
+        self.devices = set(self.roles().values())
+
+    def roles(self) -> dict:
+        """The device of each part of the step."""
+        roles = {"student": self.device}
         if self.teacher is not None:
-            self.devices.add(self.teacher_device)
+            roles["teacher"] = self.teacher_device
+        gate = next(self.objective.parameters(), None)
+        if gate is not None:
+            roles["gates"] = gate.device
+        return roles
 
 
 def check_padding(args, objective: Objective) -> None:
@@ -233,31 +255,50 @@ def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step
     return terms
 
 
-def rng_state() -> dict:
+def rng_state(run: "TrainingRun") -> dict:
+    """Random states: the CPU's, Python's, NumPy's, and the CUDA generator of each role's
+    device (student, teacher, gates), keyed by role, not by CUDA index, so a resume on
+    other device ids (or fewer GPUs) restores each where that role now runs."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+             "numpy": np.random.get_state(), "cuda_by_role": {}}
+    for role, device in run.roles().items():
+        if device.type == "cuda":
+            state["cuda_by_role"][role] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(run: "TrainingRun", state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda_by_role", {})
+    if "cuda" in state:  # written before states were kept by role: one per CUDA index
+        saved = {role: state["cuda"][device.index] for role, device in run.roles().items()
+                 if device.type == "cuda" and device.index < len(state["cuda"])}
+    moved = []
+    for role, device in run.roles().items():
+        if device.type == "cuda" and role in saved:
+            torch.cuda.set_rng_state(saved[role], device)
+        elif (device.type == "cuda") != (role in saved):
+            moved.append(role)
+    if moved:
+        print(f"note: the {', '.join(moved)} now run{'s' if len(moved) == 1 else ''} on another "
+              "kind of device than before (CPU/GPU); training continues correctly, but its "
+              "random numbers (dropout) differ from those of an uninterrupted run")
 
 
 class NonFiniteGuard:
     """Remembers, on the device and without synchronising, the first step at which each
-    loss term was not finite; `check` reads it (at log and checkpoint steps only)."""
+    loss term, or each group's gradient, was not finite; `check` reads it (at log and
+    checkpoint steps only). A NaN gradient with a finite loss matters as much: clipping
+    spreads it into every weight."""
 
     def __init__(self):
         self.first_bad = {}
 
-    def update(self, terms: dict, step: int) -> None:
-        for name, value in terms.items():
+    def update(self, values: dict, step: int) -> None:
+        """`values`: {description: scalar tensor}, loss terms first."""
+        for name, value in values.items():
             if name not in self.first_bad:
                 self.first_bad[name] = torch.full((), -1, device=value.device)
             first = self.first_bad[name]
@@ -267,10 +308,10 @@ class NonFiniteGuard:
     def check(self, experiment: Experiment) -> None:
         bad = {name: int(step) for name, step in self.first_bad.items() if int(step) >= 0}
         if bad:
-            name, step = min(bad.items(), key=lambda item: item[1])
+            name, step = min(bad.items(), key=lambda item: item[1])  # the first, losses first
             steps = experiment.checkpoint_steps()
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
-            raise UserError(f"step {step}: loss term '{name}' is not finite; the run stopped without "
+            raise UserError(f"step {step}: {name} is not finite; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
 
@@ -286,10 +327,10 @@ def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
     if len(groups) > 1:
         run.objective.load_state_dict(experiment.load_checkpoint(step, kind="gate"))
     for group in groups:
-        group.optimizer.load_state_dict(state["optimizers"][group.name])
-        group.scheduler.load_state_dict(state["schedulers"][group.name])
+        group.load_state_dict({"optimizer": state["optimizers"][group.name],
+                               "scheduler": state["schedulers"][group.name]})
     order.load_state_dict(state["order"])
-    set_rng_state(state["rng"])
+    set_rng_state(run, state["rng"])
     print(f"resuming {experiment.name} from step {step}")
     return step
 
@@ -302,13 +343,61 @@ def save(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
     experiment.save_checkpoint(run.model.state_dict(), step)
     if len(groups) > 1:
         experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+    states = [group.state_dict() for group in groups]
     experiment.save_train_state({
         "step": step,
-        "optimizers": {g.name: g.optimizer.state_dict() for g in groups},
-        "schedulers": {g.name: g.scheduler.state_dict() for g in groups},
+        "optimizers": {g.name: s["optimizer"] for g, s in zip(groups, states)},
+        "schedulers": {g.name: s["scheduler"] for g, s in zip(groups, states)},
         "order": order.state_dict(),
-        "rng": rng_state(),
+        "rng": rng_state(run),
     })
+
+
+class TrainingLog:
+    """Loss terms, learning rates and gradient norms every --log_step: to tensorboard
+    (log/, opened at the first point, so a run that logs nothing leaves no empty event
+    file; points a killed run logged after `start` are dropped), and to the terminal:
+    a live tqdm bar, or, when stderr is not a terminal (nohup, slurm, `> log 2>&1`), one
+    plain line per --log_step."""
+
+    def __init__(self, experiment: Experiment, start: int, total_step: int):
+        self.experiment, self.start, self.total_step = experiment, start, total_step
+        self.writer = None
+        self.interactive = interactive()
+        # Updated by hand: a bar that wraps the loop redraws a stale count when only
+        # the postfix changes.
+        self.bar = progress(initial=start, total=total_step, desc=experiment.name, unit="step")
+        self.clock, self.examples = time.perf_counter(), 0
+
+    def step(self, examples: int) -> None:
+        self.bar.update()
+        self.examples += examples
+
+    def write(self, step: int, means: dict, groups: list) -> None:
+        if self.writer is None:
+            self.writer = SummaryWriter(self.experiment.path / "log", purge_step=self.start + 1)
+        for name, value in means.items():
+            self.writer.add_scalar(f"loss/{name}", value, step)
+        total = sum(means.values())
+        self.writer.add_scalar("loss/total", total, step)
+        for group in groups:
+            self.writer.add_scalar(f"lr/{group.name}", group.lr(), step)
+            self.writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
+        now = time.perf_counter()
+        speed = self.examples / max(now - self.clock, 1e-9)
+        self.clock, self.examples = now, 0
+        if self.interactive:
+            self.bar.set_postfix(loss=f"{total:.4f}", lr=f"{groups[0].lr():.2e}")
+        else:
+            terms = "  ".join(f"{name} {value:.4f}" for name, value in means.items())
+            lrs = "  ".join(f"lr/{group.name} {group.lr():.2e}" for group in groups)
+            print(f"{self.experiment.name} step {step}/{self.total_step}  loss {total:.4f}  "
+                  f"{terms}  {lrs}  {speed:.1f} examples/s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()  # before any error message, which would otherwise be glued to it
+        if self.writer is not None:
+            self.writer.close()
 
 
 def train(run: TrainingRun) -> None:
@@ -316,7 +405,6 @@ def train(run: TrainingRun) -> None:
     groups = make_groups(run)
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
     start = restore(run, groups, order) if getattr(args, "resume", False) else 0
-    writer = SummaryWriter(experiment.path / "log", purge_step=start + 1)  # drop a killed run's tail
     run.model.train()
     run.objective.train()
     if run.teacher is not None:
@@ -325,14 +413,16 @@ def train(run: TrainingRun) -> None:
     total_step = args.total_step
     sums, summed_steps = defaultdict(float), 0  # loss terms since the last log, on the device
     guard = NonFiniteGuard()
-    # Updated by hand: a bar that wraps the loop redraws a stale count when only the
-    # postfix changes (what a log file, redrawn once a minute, would mostly show).
-    with progress(initial=start, total=total_step, desc=experiment.name, unit="step") as bar:
-        # (closed on an error too, so the error is not glued to a half-drawn bar)
+    log = TrainingLog(experiment, start, total_step)
+    step = start
+    try:
         for step in range(start + 1, total_step + 1):
-            terms = training_step(run, groups, order.next_batch(), args.accum_step)
-            bar.update()
-            guard.update(terms, step)
+            rows = order.next_batch()
+            terms = training_step(run, groups, rows, args.accum_step)
+            log.step(len(rows))
+            guard.update({f"loss term '{name}'": value for name, value in terms.items()}
+                         | {f"the gradient of the {g.name}s (with a finite loss)": g.grad_norm
+                            for g in groups}, step)
             for name, value in terms.items():
                 sums[name] += value
             summed_steps += 1
@@ -343,16 +433,17 @@ def train(run: TrainingRun) -> None:
                 guard.check(experiment)
                 means = {name: float(value) / summed_steps for name, value in sums.items()}
                 sums, summed_steps = defaultdict(float), 0
-                for name, value in means.items():
-                    writer.add_scalar(f"loss/{name}", value, step)
-                writer.add_scalar("loss/total", sum(means.values()), step)
-                for group in groups:
-                    writer.add_scalar(f"lr/{group.name}", group.lr(), step)
-                    writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
-                bar.set_postfix(loss=f"{sum(means.values()):.4f}", lr=f"{groups[0].lr():.2e}")
+                log.write(step, means, groups)
             if step % args.ckpt_step == 0 or last:
                 guard.check(experiment)  # never save a diverged model
                 save(run, groups, order, step)
-    writer.close()
+    except KeyboardInterrupt:
+        steps = experiment.checkpoint_steps()
+        resume = (f"--resume continues from step {steps[-1]}, its last checkpoint" if steps else
+                  "no checkpoint was saved yet, so --resume starts again from step 0")
+        raise Interrupted(f"training of {experiment.name} stopped at step {step} of {total_step}; "
+                          f"run the same command with {resume}") from None
+    finally:
+        log.close()
     print(f"done: checkpoints at steps {', '.join(map(str, experiment.checkpoint_steps()))} "
           f"in {experiment.path}")

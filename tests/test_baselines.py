@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from fine_tune.alp import ALPObjective, attention_targets
-from fine_tune.pkd import PKDObjective, normalised_distance, pkd_teacher_layers
+from fine_tune.pkd import PKDObjective, normalised_mse, pkd_teacher_layers
 
 CPU = torch.device("cpu")
 
@@ -105,8 +105,9 @@ def test_pkd_matching_tables(L, n, mse, skip):
 def test_pkd_losses_by_hand():
     s = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     t = torch.tensor([[0.0, 2.0], [0.0, 5.0]])
-    # |(.6, .8) - (0, 1)|^2 = .36 + .04 = .4 ; |(1, 0) - (0, 1)|^2 = 2 ; mean 1.2
-    assert float(normalised_distance(s, t)) == pytest.approx(1.2)
+    # |(.6, .8) - (0, 1)|^2 = .36 + .04 = .4 ; |(1, 0) - (0, 1)|^2 = 2 ; mean over the
+    # 2 x 2 elements: 2.4 / 4 = 0.6
+    assert float(normalised_mse(s, t)) == pytest.approx(0.6)
 
     torch.manual_seed(0)
     H = [torch.randn(2, 3, 4) for _ in range(4)]
@@ -116,4 +117,16 @@ def test_pkd_losses_by_hand():
     torch.testing.assert_close(mse["hidden_2"], 3.0 * F.mse_loss(S[1], H[3]))  # last layer included
     skip = PKDObjective(args_for(pkd_loss="pkd-skip"), 4, CPU).hidden_terms(S, H)
     assert skip.keys() == {"hidden_1"}
-    torch.testing.assert_close(skip["hidden_1"], 6.0 * normalised_distance(S[0][:, 0], H[1][:, 0]))
+    torch.testing.assert_close(skip["hidden_1"], 6.0 * normalised_mse(S[0][:, 0], H[1][:, 0]))
+
+
+def test_pkd_skip_is_scaled_as_the_original_pkd_code():
+    """The PKD authors: beta * F.mse_loss over the stacked [batch, n-1, d] normalised [CLS]
+    vectors, a mean over batch, layers and hidden size (not a sum over layers and hidden)."""
+    torch.manual_seed(1)
+    H = [torch.randn(3, 5, 8) for _ in range(6)]
+    S = [torch.randn(3, 5, 8) for _ in range(3)]
+    terms = PKDObjective(args_for(pkd_loss="pkd-skip", num_hidden_layers=3), 6, CPU).hidden_terms(S, H)
+    students = F.normalize(torch.stack([S[0][:, 0], S[1][:, 0]], dim=1), dim=2)  # layers 1, 2
+    teachers = F.normalize(torch.stack([H[1][:, 0], H[3][:, 0]], dim=1), dim=2)  # layers 2, 4
+    torch.testing.assert_close(sum(terms.values()), 6.0 * F.mse_loss(teachers, students))

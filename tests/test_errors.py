@@ -36,7 +36,9 @@ TEACHER_CASES = {
     "negative step count": (dict(total_step=-3), ["--total_step", "positive integer"]),
     "no room for a sentence pair": (dict(max_seq_len=4), ["--max_seq_len 4", "at least 8"]),
     "infinite learning rate": (dict(lr="inf"), ["--lr", "must be > 0, got inf"]),
-    "an abbreviated flag": (dict(total="6"), ["unrecognized arguments: --total 6"]),
+    "an abbreviated flag": (dict(total="6"), ["unrecognized argument --total; did you mean --total_step?"]),
+    "a negative seed": (dict(seed=-1), ["--seed", "must be in [0, 2^32 - 1], got -1"]),
+    "a seed past 2^32 - 1": (dict(seed=2 ** 32), ["--seed", "got 4294967296"]),
 }
 
 

@@ -68,7 +68,12 @@ def test_lad_and_lad_no_matching_tables(L, n, lad, lad_no):
      [("A", 2), ("A", 4), ("A", 6), ("A", 8), ("A", 10), ("H", 12)]),
     (12, 4, [3, 6], [1, 2, 3, 4], [("A", 3), ("A", 6), ("H", 9), ("H", 12)]),
     (6, 3, [2], [1, 2, 3], [("A", 2), ("H", 4), ("H", 6)]),
-    (12, 6, [4, 8], [2, 5], [("H", 2), ("A", 4), ("H", 6), ("H", 8), ("A", 8), ("H", 12)]),
+    # As the authors: the ungated layers learn H at max(gate)+k, +2k, .. and the rest nothing.
+    (12, 6, [3, 6], [1, 2, 3, 4, 5, 6],
+     [("A", 3), ("A", 6), ("H", 8), ("H", 10), ("H", 12), ("H", None)]),
+    (12, 6, [2], [1, 2, 3, 4, 5, 6],
+     [("A", 2), ("H", 4), ("H", 6), ("H", 8), ("H", 10), ("H", 12)]),
+    (12, 6, [4, 8], [2, 5], [("H", 10), ("A", 4), ("H", 12), ("H", None), ("A", 8), ("H", None)]),
 ])
 def test_partial_lad_matching_tables(L, n, gates, students, expected):
     assert partial_lad_targets(L, n, gates, students) == expected
@@ -90,6 +95,21 @@ def test_partial_lad_rejects_bad_indices(gates, students, message):
 def fake_outputs(logits, hidden, requires_grad=False):
     hidden = [h.clone().requires_grad_(requires_grad) for h in hidden]
     return SimpleNamespace(logits=logits.clone().requires_grad_(requires_grad), hidden_states=hidden)
+
+
+def test_partial_lad_unmatched_layers_get_no_hidden_term_and_weights_stay_mu_over_n():
+    """With --gate_indices 3,6 (12 -> 6 layers) S_6 has no target; each matched term keeps
+    the weight mu / n, n = 6 student layers, as in the authors' code."""
+    torch.manual_seed(0)
+    targets = partial_lad_targets(12, 6, [3, 6], [1, 2, 3, 4, 5, 6])
+    objective = GatedObjective(loss_args(mu=6.0), targets, CPU, CPU, 4, 3)
+    H = [torch.randn(2, 3, 4) for _ in range(12)]
+    S = [torch.randn(2, 3, 4) for _ in range(6)]
+    terms = objective.hidden_terms(S, H)
+    assert sorted(terms) == [f"hidden_{j}" for j in range(1, 6)]
+    torch.testing.assert_close(terms["hidden_3"], 1.0 * F.mse_loss(S[2], H[7]))  # S_3 -> H_8
+    torch.testing.assert_close(terms["hidden_5"], 1.0 * F.mse_loss(S[4], H[11]))  # S_5 -> H_12
+    assert objective.describe()["student_targets"]["S_6"] == "none (no hidden loss)"
 
 
 def test_loss_equals_the_formula_and_gradients_reach_student_and_gates():
@@ -178,8 +198,13 @@ def test_initialisation_copies_exactly_the_named_layers(pretrained, copy_embeddi
             assert torch.equal(embeddings[name], value), name
         elif name.endswith("_embeddings.weight"):  # random tables differ from pre-trained ones
             assert not torch.equal(embeddings[name], value), name
-    if not copy_embeddings:
-        assert torch.equal(student.bert.embeddings.word_embeddings.weight, random_embeddings)
+    if not copy_embeddings:  # the authors' random tables: N(0, 0.02), the padding row too
+        pad = student.config.pad_token_id
+        keep = torch.arange(len(random_embeddings)) != pad
+        assert torch.equal(student.bert.embeddings.word_embeddings.weight[keep], random_embeddings[keep])
+        assert bool(random_embeddings[pad].eq(0).all())  # transformers 5 zeroes it ...
+        assert not bool(student.bert.embeddings.word_embeddings.weight[pad].eq(0).any())  # we not
+        assert 0.01 < float(student.bert.embeddings.word_embeddings.weight.std()) < 0.03
     first = default_init_pairs(argparse.Namespace(num_hidden_layers=2, student_init="first"), 4)
     assert first == [(1, 1), (2, 2)]
 
@@ -194,9 +219,25 @@ def test_partial_initialisation_leaves_unpaired_layers_random(pretrained):
     assert torch.equal(student.bert.encoder.layer[1].attention.self.query.weight, before)
 
 
-def test_initialisation_refuses_another_width(pretrained):
-    config = pretrained.config.to_dict() | {"num_hidden_layers": 2, "hidden_size": 16,
-                                            "intermediate_size": 64, "id2label": LABELS3}
-    with pytest.raises(UserError, match="--d_model 16 differs from the pre-trained model's "
-                                        "hidden_size \\(32\\)"):
-        initialise_student(build_classifier(config), pretrained, [(1, 2)], True)
+def test_student_misfits_are_listed_in_one_message(pretrained):
+    """The seed's student flags against a 4-layer, 32-wide teacher: one line with every flag
+    to change and the value to use (here for partial LAD, whose indices follow)."""
+    from fine_tune.distillation import student_misfits
+    from fine_tune.lad import partial_index_misfits
+    args = argparse.Namespace(d_model=768, d_ff=3072, num_attention_heads=12, num_hidden_layers=6,
+                              gate_indices=[2, 4, 6, 8, 10], student_indices=[1, 2, 3, 4, 5, 6])
+    with pytest.raises(UserError) as error:
+        student_misfits(args, pretrained.config, lambda L: L, partial_index_misfits)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.endswith("use --d_model 32 --d_ff 64 --num_attention_heads 2 "
+                            "--num_hidden_layers 2 --gate_indices 2 --student_indices 1,2"), message
+    assert "--num_hidden_layers 6 is more than" in message and "--gate_indices 2,4,6,8,10" in message
+    fixed = argparse.Namespace(d_model=32, d_ff=64, num_attention_heads=2, num_hidden_layers=2,
+                               gate_indices=[2], student_indices=[1, 2])
+    student_misfits(fixed, pretrained.config, lambda L: L, partial_index_misfits)  # no error
+    # One misfit: its own sentence and the fix.
+    with pytest.raises(UserError, match=r"^--d_ff 128 differs from the teacher's feed-forward "
+                                        r"size 64; use --d_ff 64$"):
+        student_misfits(argparse.Namespace(**vars(fixed) | {"d_ff": 128}), pretrained.config,
+                        lambda L: L)

@@ -152,8 +152,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
 
 def test_a_failed_write_keeps_what_was_saved_before(tmp_path, monkeypatch):
     experiment = Experiment(tmp_path, "x", "bert", "mnli")
-    experiment.create({"lr": 1.0}, overwrite=False)
-    experiment.save_checkpoint({"w": torch.ones(3)}, 5)
+    with experiment.training({"lr": 1.0}, overwrite=False):
+        experiment.save_checkpoint({"w": torch.ones(3)}, 5)
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -163,7 +163,7 @@ def test_a_failed_write_keeps_what_was_saved_before(tmp_path, monkeypatch):
         experiment.save_checkpoint({"w": torch.zeros(3)}, 10)
     assert experiment.checkpoint_steps() == [5]
     assert torch.equal(experiment.load_checkpoint(5)["w"], torch.ones(3))
-    assert sorted(p.name for p in experiment.path.iterdir()) == ["config.json", "model-5.pt"]
+    assert sorted(p.name for p in experiment.path.iterdir()) == [".lock", "config.json", "model-5.pt"]
 
 
 def test_unwritable_experiment_folder_is_a_clear_error(workdir):

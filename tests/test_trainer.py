@@ -95,8 +95,8 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
     data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
                           load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
     experiment = Experiment(workdir / "exp", "unit", "bert", "mnli")
-    experiment.create({"total_step": 3}, overwrite=False)
-    train(TrainingRun(args, experiment, model, torch.device("cpu"), CrossEntropy(), data))
+    with experiment.training({"total_step": 3}, overwrite=False):
+        train(TrainingRun(args, experiment, model, torch.device("cpu"), CrossEntropy(), data))
     assert experiment.checkpoint_steps() == [2, 3]
     final = experiment.load_checkpoint(3)
     assert torch.equal(final["classifier.weight"], model.classifier.weight)
