@@ -17,8 +17,8 @@ from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.io import first_line
-from fine_tune.modeling import (ATTENTION, build_classifier, load_experiment_tokenizer, move,
-                                resolve_device)
+from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_experiment_tokenizer,
+                                move, resolve_device)
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
@@ -211,9 +211,12 @@ def distil(args, make_objective, init_pairs=None, gate_config=None, max_layers=N
     student_misfits(args, teacher.config, max_layers or (lambda L: L), index_misfits)
     tokenizer = load_experiment_tokenizer(teacher_experiment)
     # The student reads what its teacher read, and starts from the teacher's pre-trained
-    # model. (A copy: the parsed flags are never changed.)
+    # model; config.json records the devices used. (A copy: the parsed flags stay as given.)
     args = Namespace(**vars(args) | {name: teacher_args[name]
-                                     for name in ("max_seq_len", "ptrain_ver", "num_class")})
+                                     for name in ("max_seq_len", "ptrain_ver", "num_class")}
+                     | {"device_id": device_id(device), "tdevice_id": device_id(teacher_device)}
+                     | ({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
+                        else {}))
     teacher_layers = teacher.config.num_hidden_layers
 
     set_seed(args.seed)

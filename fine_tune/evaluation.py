@@ -60,11 +60,11 @@ def _load(args, output: str, step=None):
     if step is not None and step not in steps:
         raise UserError(f"{experiment.checkpoint_path(step)} not found; "
                         f"{experiment.describe_checkpoints(steps)}: pick one with --ckpt")
-    experiment.check_writable(output)
     device = resolve_device(args.device_id)
     tokenizer = load_experiment_tokenizer(experiment)
-    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"])
     model = build_classifier(experiment.model_config()).to(device)
+    experiment.check_writable(output)
+    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"])
     return experiment, model, data, device, steps
 
 

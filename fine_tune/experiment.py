@@ -210,6 +210,8 @@ class Experiment:
         """Fail now, before hours of computing, if `relative_path` could not be written;
         leaves nothing behind (folders it had to make are removed again)."""
         path = self.path / relative_path
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: a folder of that name is in the way; move it")
         made = [folder for folder in reversed(path.parents) if folder.is_relative_to(self.path)
                 and not folder.exists()]
         try:

@@ -47,6 +47,11 @@ def resolve_device(device_id: int | None, flag: str = "--device_id",
     return torch.device("cuda", device_id)
 
 
+def device_id(device: torch.device) -> int:
+    """The --device_id value that names `device` (-1: the CPU)."""
+    return -1 if device.type == "cpu" else device.index
+
+
 def _label_maps():
     return {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}}
 

@@ -311,7 +311,11 @@ class NonFiniteGuard:
             name, step = min(bad.items(), key=lambda item: item[1])  # the first, losses first
             steps = experiment.checkpoint_steps()
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
-            raise UserError(f"step {step}: {name} is not finite; the run stopped without "
+            if "gradient" in name:
+                name += " is not finite (the loss was)"
+            else:
+                name += " is not finite"
+            raise UserError(f"step {step}: {name}; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
 
@@ -421,8 +425,7 @@ def train(run: TrainingRun) -> None:
             terms = training_step(run, groups, rows, args.accum_step)
             log.step(len(rows))
             guard.update({f"loss term '{name}'": value for name, value in terms.items()}
-                         | {f"the gradient of the {g.name}s (with a finite loss)": g.grad_norm
-                            for g in groups}, step)
+                         | {f"the {g.name}'s gradient": g.grad_norm for g in groups}, step)
             for name, value in terms.items():
                 sums[name] += value
             summed_steps += 1

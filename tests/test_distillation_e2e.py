@@ -147,17 +147,21 @@ def test_seed_distillation_command_trains_a_student(work, experiment):
 
 
 def test_teacher_is_frozen_and_gets_no_gradient(work):
-    """One step of LAD's loss: gradients reach the student and the gates, not the teacher."""
+    """One optimiser step of LAD (training_step: backward, clipping, AdamW, schedule): the
+    student and the gates move, the teacher gets no gradient and does not change."""
     import argparse
     from fine_tune.data import load_tokenized
     from fine_tune.distillation import load_teacher
     from fine_tune.lad import GatedObjective, lad_targets
     from fine_tune.modeling import build_classifier, load_tokenizer
-    from fine_tune.trainer import TrainingRun, accumulate_gradients
+    from fine_tune.trainer import TrainingRun, make_groups, training_step
 
+    optimiser = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=1.0,
+                     total_step=10, warmup_step=0)
     args = argparse.Namespace(exp_dir=work / "exp", teacher_exp="teacher_base", tmodel="bert",
                               task="mnli", tckpt=4, hard_weight=0.5, soft_weight=0.5,
-                              softmax_temp=10.0, mu=500.0)
+                              softmax_temp=10.0, mu=500.0, **optimiser,
+                              **{f"gate_{k}": v for k, v in optimiser.items()})
     experiment, teacher, config = load_teacher(args)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     student_config = teacher.config.to_dict() | {"num_hidden_layers": 6}
@@ -166,20 +170,27 @@ def test_teacher_is_frozen_and_gets_no_gradient(work):
     objective = GatedObjective(args, lad_targets(12, 6), cpu, cpu, 32, 128)
     data = load_tokenized(work / "data" / "fine_tune", "mnli", "train",
                           load_tokenizer(experiment.path / "tokenizer"), 128)
-    before = {n: p.clone() for n, p in teacher.named_parameters()}
-    run = TrainingRun(None, None, student, cpu, objective, data, teacher, cpu)
-    accumulate_gradients(run, torch.arange(4), 1)
+    teacher_before = {n: p.clone() for n, p in teacher.named_parameters()}
+    student_before = {n: p.clone() for n, p in student.named_parameters()}
+    gates_before = {n: p.clone() for n, p in objective.named_parameters()}
+    run = TrainingRun(args, None, student, cpu, objective, data, teacher, cpu)
+    groups = make_groups(run)
+    assert [g.name for g in groups] == ["model", "gate"]
+    training_step(run, groups, torch.arange(4), 1)
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
-    assert student.classifier.weight.grad.abs().sum() > 0
-    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())
+    assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.named_parameters())
+    assert not torch.equal(student.classifier.weight, student_before["classifier.weight"])
+    assert not torch.equal(student.bert.encoder.layer[0].attention.self.query.weight,
+                           student_before["bert.encoder.layer.0.attention.self.query.weight"])
+    assert all(not torch.equal(p, gates_before[n]) for n, p in objective.named_parameters()
+               if n.endswith("linear.weight"))
 
 
 @pytest.mark.parametrize("changes, message", [
     (dict(tckpt=36816), "teacher checkpoint exp/teacher_base_bert_mnli/model-36816.pt not found; "
                         "teacher_base_bert_mnli has checkpoints at steps 2, 4"),
-    (dict(teacher_exp="teacher_large"), "teacher experiment exp/teacher_large_bert_mnli not found"),
+    (dict(teacher_exp="teacher_large"), "teacher experiment 'teacher_large' not found: no "
+                                        "exp/teacher_large_bert_mnli/config.json"),
     (dict(d_model=64, num_attention_heads=2), "--d_model 64 differs from the teacher's hidden size 32"),
     (dict(gate_indices="2,4,14"), "--gate_indices 2,4,14: layer numbers run from 1 to 12"),
     (dict(gate_indices="4,2"), "--gate_indices 4,2 must be in increasing order"),

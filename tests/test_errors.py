@@ -88,7 +88,8 @@ def test_evaluation_and_prediction_errors(workdir):
     result = run_script("run_fine_tune_eval.py", *flags(
         "--experiment nope --model bert --task mnli --dataset dev_matched --device_id -1"),
         cwd=workdir, check=False)
-    assert_clean_failure(result, "no experiment at exp/nope_bert_mnli")
+    assert_clean_failure(result, "experiment 'nope' not found: no exp/nope_bert_mnli/config.json "
+                                 "under --exp_dir exp")
     run_script("run_fine_tune.py", *flags(TEACHER), cwd=workdir)
     result = run_script("generate_test_prediction.py", *flags(
         "--experiment teacher_base --model bert --task mnli --dataset test_matched --ckpt 38000 "
