@@ -87,3 +87,14 @@ def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work
     assert all(t.dtype == torch.float32 and t.device == cuda for t in terms.values())
     assert all(bool(t.isfinite()) for t in terms.values())
     assert all(p.dtype == torch.float32 for p in student.parameters())
+
+
+def test_a_device_left_out_is_gpu_0_and_said(work):
+    result = run_script("run_fine_tune_eval.py", *flags(
+        "--experiment teacher_base --model bert --task mnli --dataset dev_matched"), cwd=work)
+    assert "--device_id not given: running on GPU 0 (" in result.stdout
+    result = run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | dict(
+        experiment="LAD_default_device", device_id=None, tdevice_id=None, gate_device_id=None)),
+        cwd=work)
+    config = json.loads((work / "exp" / "LAD_default_device_bert_mnli" / "config.json").read_text())
+    assert (config["device_id"], config["tdevice_id"], config["gate_device_id"]) == (0, 0, 0)

@@ -62,6 +62,14 @@ def test_blank_lines_at_the_end_are_ignored_but_not_in_the_middle(tmp_path):
         read_tsv(path, "train")
 
 
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    """Files saved by some editors (and Excel) start with a UTF-8 byte-order mark."""
+    path = write(tmp_path / "train.tsv", "train", [row("train", 0, "p", "h", "entailment")])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    examples = read_tsv(path, "train")
+    assert examples.index == ["0"] and examples.labels.tolist() == [LABELS.index("entailment")]
+
+
 def test_unknown_label_names_the_label_and_line(tmp_path):
     rows = [row("dev", 0, "p", "h"), row("dev", 1, "p", "h", label="-")]
     path = write(tmp_path / "dev.tsv", "dev", rows)

@@ -85,6 +85,7 @@ def test_teacher_killed_mid_training_resumes_bitwise(workdir):
     assert killed.returncode == -9
     folder = work / "exp" / "teacher_base_bert_mnli"
     assert Experiment(work / "exp", "teacher_base", "bert", "mnli").checkpoint_steps() == [5]
+    assert (folder / ".lock").is_file()  # left by the killed run; its lock died with it (below)
     # Without --resume the folder is not touched.
     again = run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work, check=False)
     assert again.returncode == 2 and "--resume" in again.stderr

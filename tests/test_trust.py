@@ -380,6 +380,8 @@ def test_device_left_out_uses_gpu_0_and_says_so(monkeypatch, capsys):
 # ---- logs ----------------------------------------------------------------------------
 
 def test_log_file_gets_plain_lines_and_a_terminal_gets_bars(here):
+    train = here / "data" / "fine_tune" / "MNLI" / "train.tsv"  # with a byte-order mark, too
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
     result = run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=4), cwd=here)
     lines = [line for line in result.stderr.splitlines() if " step " in line]
     assert len(lines) == 2 and "\r" not in result.stderr and "\x1b" not in result.stderr
