@@ -46,51 +46,64 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(argv, namespace)
 
 
-def new_parser(description: str) -> argparse.ArgumentParser:
+def new_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     # No abbreviations: --ckpt must not quietly mean --ckpt_step in a distillation script.
-    return _Parser(description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
+    return _Parser(description=description, prog=prog, formatter_class=_HelpFormatter,
+                   allow_abbrev=False)
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def seed_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if not 0 <= value < 2 ** 32:  # numpy's and Python's seeding accept no more
         raise argparse.ArgumentTypeError(f"must be in [0, 2^32 - 1], got {text}")
     return value
 
 
 def probability(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def device_index(text: str) -> int:
+    return _number(text, int)
 
 
 def add_experiment_args(parser, reads=False):
@@ -106,16 +119,17 @@ def add_experiment_args(parser, reads=False):
     return group
 
 
-def add_amp_arg(group):
+def add_amp_arg(group, training=True):
     group.add_argument("--amp", default="fp32", choices=("fp32", "bf16"),
-                       help="bf16: run the forward passes under bf16 autocast (losses and softmaxes "
-                            "stay fp32); meant for CUDA GPUs with bf16 support")
+                       help="bf16: run the forward passes under bf16 autocast"
+                            + (" (losses and softmaxes stay fp32)" if training else "")
+                            + "; meant for CUDA GPUs with bf16 support")
 
 
 def add_device_arg(group, flag="--device_id", what="the model"):
     default = ("GPU 0 when the machine has a GPU (said in one line), else the CPU"
                if flag == "--device_id" else "--device_id")  # the others follow --device_id
-    group.add_argument(flag, type=int, default=None,
+    group.add_argument(flag, type=device_index, default=None,
                        help=f"CUDA device index for {what}; -1 runs on the CPU (default: {default})")
 
 
@@ -152,7 +166,9 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--ckpt_step", type=positive_int, default=ckpt_step,
                        help="save model-<step>.pt every this many steps (and at the last step)")
     group.add_argument("--log_step", type=positive_int, default=log_step,
-                       help="log losses and learning rates to tensorboard every this many steps")
+                       help="every this many steps, log the mean loss terms, learning rates and "
+                            "gradient norms to tensorboard (and, when stderr is not a terminal, "
+                            "one plain line with examples/s to stderr)")
     group.add_argument("--dropout", type=probability, default=0.1,
                        help="dropout of hidden states, attention and the classifier")
     group.add_argument("--seed", type=seed_int, default=42,
@@ -215,9 +231,10 @@ def add_student_args(parser, student_init=True):
                        help="transformer layers of the student")
     group.add_argument("--d_model", type=positive_int, default=768,
                        help="hidden size; must equal the teacher's, whose layers initialise the student")
-    group.add_argument("--d_ff", type=positive_int, default=3072, help="feed-forward inner size")
+    group.add_argument("--d_ff", type=positive_int, default=3072,
+                       help="feed-forward inner size; must equal the teacher's")
     group.add_argument("--num_attention_heads", type=positive_int, default=12,
-                       help="attention heads per layer")
+                       help="attention heads per layer; must equal the teacher's")
     group.add_argument("--type_vocab_size", type=positive_int, default=2,
                        help="token-type (segment) vocabulary size")
     if student_init:  # partial LAD's initialisation follows its indices instead
@@ -227,8 +244,8 @@ def add_student_args(parser, student_init=True):
                                 "'first' takes layers 1..n")
     group.add_argument("--init_embeddings", default="random", choices=("random", "copy"),
                        help="'random' (the authors' setup): the student's word, position and "
-                            "token-type embeddings start random, with a position table of "
-                            "--max_seq_len rows; 'copy' (our option): copy the pre-trained "
+                            "token-type embeddings start random (N(0, 0.02)), with a position "
+                            "table of the teacher's --max_seq_len rows; 'copy' (our option): copy the pre-trained "
                             "embeddings and their LayerNorm into the student")
     return group
 
@@ -280,7 +297,7 @@ def add_eval_args(parser, splits, batch_size=512):
     group.add_argument("--dataset", required=True, choices=splits, help="split to evaluate on")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
                        help="examples per forward pass")
-    add_amp_arg(group)
+    add_amp_arg(group, training=False)
     add_device_arg(group)
     return group
 

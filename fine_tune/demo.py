@@ -6,14 +6,13 @@ entry-point functions as the README's commands, with small sizes and step counts
 teacher fine-tuning, evaluation of every checkpoint on dev_matched and dev_mismatched,
 test-set submission files, and a final table of accuracies per model.
 """
-import argparse
 import shlex
 import time
 from pathlib import Path
 
 from fine_tune.alp import distil_alp
-from fine_tune.cli import (alp_parser, eval_parser, lad_no_parser, lad_parser, pkd_parser,
-                           predict_parser, probing_parser, teacher_parser)
+from fine_tune.cli import (alp_parser, eval_parser, lad_no_parser, lad_parser, new_parser,
+                           pkd_parser, predict_parser, probing_parser, teacher_parser)
 from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert
 from fine_tune.errors import run_cli
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
@@ -100,8 +99,7 @@ def demo(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__, prog="python -m fine_tune.demo")
     parser.add_argument("--demo_dir", default="demo",
                         help="folder for the demo's data, tiny BERT and experiments")
     parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32",

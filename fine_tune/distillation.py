@@ -17,8 +17,8 @@ from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.io import first_line
-from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_experiment_tokenizer,
-                                move, resolve_device)
+from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_architecture,
+                                load_experiment_tokenizer, move, resolve_device)
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
@@ -76,13 +76,13 @@ def default_init_pairs(args, teacher_layers: int) -> list[tuple[int, int]]:
     return [(i, i * k) for i in range(1, args.num_hidden_layers + 1)]
 
 
-def student_misfits(args, teacher, max_layers, index_misfits=None) -> None:
+def student_misfits(args, teacher, depths, method_misfits=None) -> None:
     """Check every student flag against the teacher at once. A student is copied from the
     teacher's pre-trained layers and compared with its hidden states directly, so its width,
-    feed-forward size and heads are the teacher's, and it is at most `max_layers(L)` deep.
-    `index_misfits(args, L, n)` adds a method's own checks (partial LAD's indices) for a
-    student of n layers, as [(flag, problem, value to use)]. Raises one error naming every
-    flag to change and the value to use."""
+    feed-forward size and heads are the teacher's, and its depth must be in `depths(L)` (a
+    range; the method's). `method_misfits(args, L, n)` adds a method's own checks (partial
+    LAD's indices) for a student of n layers, as [(flag, problem, value to use)]. Raises
+    one error naming every flag to change and the value to use."""
     L = teacher.num_hidden_layers
     misfits = []
     for flag, given, name, what in (
@@ -92,14 +92,14 @@ def student_misfits(args, teacher, max_layers, index_misfits=None) -> None:
         if given != getattr(teacher, name):
             misfits.append((flag, f"{flag} {given} differs from the teacher's {what} "
                                   f"{getattr(teacher, name)}", getattr(teacher, name)))
-    n = args.num_hidden_layers
-    if n > max_layers(L):
-        n = max(1, min(max_layers(L), L // 2))
+    n, allowed = args.num_hidden_layers, depths(L)
+    if n not in allowed and len(allowed):
+        n = min(max(L // 2, allowed[0]), allowed[-1])  # half the teacher, as the seed's 12 -> 6
         misfits.append(("--num_hidden_layers", f"--num_hidden_layers {args.num_hidden_layers} is "
-                        f"more than this method allows for the teacher's {L} layers "
-                        f"(at most {max_layers(L)})", n))
-    if index_misfits is not None:
-        misfits += index_misfits(args, L, n)
+                        f"outside what this method takes for the teacher's {L} layers "
+                        f"({allowed[0]} to {allowed[-1]})", n))
+    if method_misfits is not None:
+        misfits += method_misfits(args, L, n)
     if len(misfits) == 1:
         flag, problem, value = misfits[0]
         raise UserError(f"{problem}; use {flag} {value}")
@@ -168,7 +168,7 @@ def load_teacher(args):
     if config.get("task") != args.task:
         raise UserError(f"teacher {experiment.name} was trained on {config.get('task')}, not "
                         f"--task {args.task}")
-    teacher = build_classifier(experiment.model_config())
+    teacher = load_architecture(experiment)
     teacher.load_state_dict(experiment.load_checkpoint(args.tckpt))
     teacher.requires_grad_(False).eval()
     return experiment, teacher, config
@@ -190,13 +190,13 @@ def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
         hf_logging.set_verbosity(verbosity)
 
 
-def distil(args, make_objective, init_pairs=None, gate_config=None, max_layers=None,
-           index_misfits=None) -> None:
+def distil(args, make_objective, init_pairs=None, gate_config=None, depths=None,
+           method_misfits=None) -> None:
     """Train a student with `make_objective(args, teacher_layers, device, gate_device)`.
     `init_pairs(args, teacher_layers)` overrides which pre-trained layers initialise the
     student; `gate_config(objective)` describes the objective's gates for gate_config.json;
-    `max_layers(L)` is the deepest student the method takes (default L) and
-    `index_misfits` its own flag checks (see student_misfits)."""
+    `depths(L)` the student depths the method takes (default 1..L) and `method_misfits`
+    its own flag checks (see student_misfits)."""
     check_training_args(args)
     if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
         raise UserError(f"--experiment {args.experiment} is the teacher's own experiment "
@@ -208,7 +208,7 @@ def distil(args, make_objective, init_pairs=None, gate_config=None, max_layers=N
     gate_device = resolve_device(getattr(args, "gate_device_id", None), "--gate_device_id",
                                  default=device)
     teacher_experiment, teacher, teacher_args = load_teacher(args)
-    student_misfits(args, teacher.config, max_layers or (lambda L: L), index_misfits)
+    student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits)
     tokenizer = load_experiment_tokenizer(teacher_experiment)
     # The student reads what its teacher read, and starts from the teacher's pre-trained
     # model; config.json records the devices used. (A copy: the parsed flags stay as given.)

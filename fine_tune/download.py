@@ -198,7 +198,8 @@ def format_counts(counts: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("Download GLUE's MNLI into <data_dir>/MNLI and verify every split.")
+    parser = new_parser("Download GLUE's MNLI into <data_dir>/MNLI and verify every split.",
+                        prog="python -m fine_tune.download")
     parser.add_argument("--data_dir", default="data/fine_tune",
                         help="folder to put MNLI/ in (train.tsv, dev_matched.tsv, ...)")
     parser.add_argument("--url", default=GLUE_MNLI_URL,

@@ -15,7 +15,7 @@ from fine_tune.data import LABEL_TO_ID, LABELS, SUBMISSION_FILES, TokenizedSplit
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.progress import interactive, progress
-from fine_tune.modeling import (autocast, build_classifier, load_experiment_tokenizer,
+from fine_tune.modeling import (autocast, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, resolve_device)
 
 
@@ -62,7 +62,7 @@ def _load(args, output: str, step=None):
                         f"{experiment.describe_checkpoints(steps)}: pick one with --ckpt")
     device = resolve_device(args.device_id)
     tokenizer = load_experiment_tokenizer(experiment)
-    model = build_classifier(experiment.model_config()).to(device)
+    model = load_architecture(experiment).to(device)
     experiment.check_writable(output)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"])
     return experiment, model, data, device, steps

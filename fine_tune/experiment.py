@@ -66,12 +66,23 @@ class Experiment:
                        if p.parent.name.endswith(self.suffix))
         hint = (f"; {what}s there for this model and task: {', '.join(names)}" if names
                 else "; it has none for this model and task")
+        if not names and list((self.exp_dir / "exp").glob(f"*{self.suffix}/config.json")):
+            hint += f" (but {self.exp_dir / 'exp'} has: did you mean --exp_dir {self.exp_dir / 'exp'}?)"
         raise UserError(f"{what} {self.experiment!r} not found: no {self.path}/config.json under "
                         f"--exp_dir {self.exp_dir}{hint}; check {flag}, --model, --task and "
                         "--exp_dir")
 
+    # Settings every experiment's config.json holds and that its readers use.
+    REQUIRED = ("task", "max_seq_len", "ptrain_ver", "num_class")
+
     def config(self) -> dict:
-        return self._read_json(self.require().path / "config.json")
+        path = self.require().path / "config.json"
+        config = self._read_json(path)
+        missing = [key for key in self.REQUIRED if key not in config]
+        if missing:
+            raise UserError(f"{path} is damaged (no {', '.join(map(repr, missing))}): restore it "
+                            "from a copy, or train the experiment again with --overwrite")
+        return config
 
     def model_config(self) -> dict:
         return self._read_json(self.path / "model_config.json")
@@ -106,7 +117,8 @@ class Experiment:
         if not path.is_file():
             steps = self.checkpoint_steps()
             raise UserError(f"checkpoint {path} not found; {self.describe_checkpoints(steps)}")
-        return _load(path, True, "delete it and pick another checkpoint")
+        return _load(path, True, "restore it, or delete it and run again (with another "
+                                 "checkpoint where one is named)")
 
     def describe_checkpoints(self, steps=None) -> str:
         steps = self.checkpoint_steps() if steps is None else steps
@@ -190,7 +202,9 @@ class Experiment:
 
     def _check_same_run(self, config: dict) -> None:
         saved = self.config()
-        changed = [f"--{key} {saved.get(key)!r} -> {value!r}" for key, value in sorted(config.items())
+        shown = lambda value: "(default)" if value is None else repr(value)  # noqa: E731
+        changed = [f"--{key} {shown(saved.get(key))} -> {shown(value)}"
+                   for key, value in sorted(config.items())
                    if key not in RESUMABLE_CHANGES and saved.get(key) != _jsonable(value)]
         if changed:
             raise UserError(f"--resume with settings that change the run ({'; '.join(changed)}): "

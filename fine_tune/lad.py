@@ -163,7 +163,7 @@ def distil_lad(args) -> None:
 
 def distil_lad_no(args) -> None:
     _distil_gated(args, lambda args, L: lad_no_targets(L, args.num_hidden_layers),
-                  max_layers=lambda L: L // 2)  # k >= 2: each gate joins two teacher layers
+                  depths=lambda L: range(1, L // 2 + 1))  # k >= 2: each gate joins two layers
 
 
 def distil_partial_lad(args) -> None:
@@ -177,4 +177,4 @@ def distil_partial_lad(args) -> None:
         check_partial_indices(args.gate_indices, args.student_indices, teacher_layers,
                               args.num_hidden_layers)
         return list(zip(args.student_indices, args.gate_indices))
-    _distil_gated(args, targets, init_pairs=init_pairs, index_misfits=partial_index_misfits)
+    _distil_gated(args, targets, init_pairs=init_pairs, method_misfits=partial_index_misfits)

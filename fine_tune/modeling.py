@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from fine_tune.glue import LABELS
 from fine_tune.errors import UserError
+from fine_tune.io import first_line
 
 hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars say what matters
 
@@ -69,8 +70,9 @@ def load_experiment_tokenizer(experiment):
     folder = experiment.path / "tokenizer"
     return load_tokenizer(folder, lambda error: (
         f"cannot load the tokenizer saved with {experiment.name} from {folder} "
-        f"({type(error).__name__}): the folder is missing or damaged; copy it from the "
-        "experiment it was distilled from, or train again"))
+        f"({type(error).__name__}): the folder is missing or damaged; save the tokenizer of "
+        "its --ptrain_ver there (tokenizer.save_pretrained), or copy the folder from its "
+        "teacher's experiment"))
 
 
 def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):
@@ -91,6 +93,17 @@ def build_classifier(model_config: dict) -> BertForSequenceClassification:
     """A model with the architecture saved in an experiment (weights come from a checkpoint)."""
     return BertForSequenceClassification(
         BertConfig.from_dict(model_config, attn_implementation=ATTENTION))
+
+
+def load_architecture(experiment) -> BertForSequenceClassification:
+    """The model of an experiment folder, built from its model_config.json (no weights)."""
+    config = experiment.model_config()
+    try:
+        return build_classifier(config)
+    except Exception as error:  # transformers validates fields with many exception types
+        raise UserError(f"{experiment.path / 'model_config.json'} is damaged ({first_line(error)}): "
+                        "restore it from a copy, or train the experiment again with "
+                        "--overwrite") from None
 
 
 MIN_SEQ_LEN = 8  # [CLS] premise [SEP] hypothesis [SEP] with a few tokens of each

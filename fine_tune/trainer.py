@@ -442,11 +442,14 @@ def train(run: TrainingRun) -> None:
                 save(run, groups, order, step)
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
-        resume = (f"--resume continues from step {steps[-1]}, its last checkpoint" if steps else
-                  "no checkpoint was saved yet, so --resume starts again from step 0")
-        raise Interrupted(f"training of {experiment.name} stopped at step {step} of {total_step}; "
-                          f"run the same command with {resume}") from None
+        stopped = f"training of {experiment.name} stopped at step {step} of {total_step}"
+        if steps:
+            raise Interrupted(f"{stopped}; to continue from step {steps[-1]} (its last checkpoint), "
+                              "run the same command with --resume") from None
+        raise Interrupted(f"{stopped}, before its first checkpoint; the same command with "
+                          "--resume starts again from step 0") from None
     finally:
         log.close()
-    print(f"done: checkpoints at steps {', '.join(map(str, experiment.checkpoint_steps()))} "
-          f"in {experiment.path}")
+    steps = experiment.checkpoint_steps()
+    print(f"done: checkpoint{'s' * (len(steps) > 1)} at step{'s' * (len(steps) > 1)} "
+          f"{', '.join(map(str, steps))} in {experiment.path}")

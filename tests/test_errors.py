@@ -164,7 +164,7 @@ def test_damaged_files_give_one_line_or_are_rebuilt(workdir):
     (folder / "model-2.pt").write_bytes(data[:1000])
     result = run_script("run_fine_tune_eval.py", *evaluate, cwd=workdir, check=False)
     assert_clean_failure(result, "cannot read exp/teacher_base_bert_mnli/model-2.pt",
-                         "delete it and pick another checkpoint")
+                         "restore it, or delete it and run again")
     assert (folder / "results_dev_matched.csv").read_text() == before
     # A damaged training state cannot be resumed from.
     (folder / "train_state.pt").write_bytes(b"junk\n")
@@ -179,7 +179,8 @@ def test_pkd_skip_needs_two_student_layers(workdir):
         "--teacher_exp teacher_base --tckpt 4 --experiment PKD --d_model 32 --d_ff 64 "
         "--num_attention_heads 2 --num_hidden_layers 1 --total_step 2 --warmup_step 0 "
         "--pkd_loss pkd-skip"), cwd=workdir, check=False)
-    assert_clean_failure(result, "--pkd_loss pkd-skip", "--num_hidden_layers 2 or more")
+    assert_clean_failure(result, "--num_hidden_layers 1 is outside what this method takes for the "
+                                 "teacher's 4 layers (2 to 4); use --num_hidden_layers 2")
     assert not (workdir / "exp" / "PKD_bert_mnli").exists()
 
 

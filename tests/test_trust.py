@@ -174,8 +174,9 @@ def test_interrupt_names_the_step_and_resume_keeps_evaluation_points(here, monke
         if count[0] == 7:
             raise KeyboardInterrupt
     monkeypatch.setattr(trainer.TrainableGroup, "step", interrupted_step)
-    with pytest.raises(Interrupted, match="stopped at step 7 of 10; run the same command with "
-                                          "--resume continues from step 5, its last checkpoint"):
+    with pytest.raises(Interrupted, match=r"^training of teacher_base_bert_mnli stopped at step 7 "
+                                          r"of 10; to continue from step 5 \(its last checkpoint\), "
+                                          r"run the same command with --resume$"):
         teacher()
     monkeypatch.setattr(trainer.TrainableGroup, "step", step)
     evaluate_checkpoints(cli.eval_parser().parse_args(flags(EVAL)))
@@ -211,8 +212,8 @@ def test_ctrl_c_through_the_script_says_how_to_resume(here):
     assert process.wait(timeout=60) == 130
     last = rest.strip().splitlines()[-1]
     assert re.fullmatch(r"error: training of teacher_base_bert_mnli stopped at step \d+ of 100000; "
-                        r"run the same command with --resume continues from step (3|6), its last "
-                        r"checkpoint", last), last
+                        r"to continue from step (3|6) \(its last checkpoint\), run the same "
+                        r"command with --resume", last), last
 
 
 def test_resume_restores_random_states_by_role_and_refits_the_optimiser(here, capsys):
@@ -322,6 +323,41 @@ def test_damaged_experiment_configs(trained, damage, script, expected):
                         cwd=trained, check=False)
     one_line_error(result, f"{FOLDER}/{expected}")
     assert tree(trained / "exp") == before
+
+
+def test_interrupt_before_the_first_checkpoint(here, monkeypatch):
+    monkeypatch.setattr(trainer.TrainableGroup, "step", lambda self: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    with pytest.raises(Interrupted, match=r"stopped at step 1 of 10, before its first checkpoint; "
+                                          r"the same command with --resume starts again from step 0$"):
+        teacher()
+
+
+def test_a_config_missing_a_setting_or_a_mistyped_architecture(trained):
+    config = json.loads((trained / FOLDER / "config.json").read_text())
+    del config["max_seq_len"]
+    (trained / FOLDER / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"config.json is damaged \(no 'max_seq_len'\)"):
+        evaluate_checkpoints(cli.eval_parser().parse_args(flags(EVAL)))
+    with pytest.raises(UserError, match=r"config.json is damaged \(no 'max_seq_len'\)"):
+        lad()
+    config["max_seq_len"] = 64
+    (trained / FOLDER / "config.json").write_text(json.dumps(config))
+    model_config = json.loads((trained / FOLDER / "model_config.json").read_text())
+    (trained / FOLDER / "model_config.json").write_text(json.dumps(model_config | {"hidden_size": "x"}))
+    with pytest.raises(UserError, match=r"model_config.json is damaged \("):
+        evaluate_checkpoints(cli.eval_parser().parse_args(flags(EVAL)))
+    with pytest.raises(UserError, match=r"model_config.json is damaged \("):
+        lad()
+
+
+def test_pkd_skip_depth_is_part_of_the_one_message(trained):
+    from fine_tune.pkd import distil_pkd
+    argv = seed_flags(LAD, experiment="PKD", d_ff=128, num_hidden_layers=1) + ["--pkd_loss", "pkd-skip"]
+    with pytest.raises(UserError, match=r"^the student does not fit .*--num_hidden_layers 1 is outside "
+                                        r"what this method takes for the teacher's 4 layers \(2 to 4\); "
+                                        r"use --d_ff 64 --num_hidden_layers 2$"):
+        distil_pkd(cli.pkd_parser().parse_args(argv))
 
 
 def test_a_teacher_without_checkpoints_says_so(trained):
