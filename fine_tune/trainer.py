@@ -297,7 +297,8 @@ class NonFiniteGuard:
         self.first_bad = {}
 
     def update(self, values: dict, step: int) -> None:
-        """`values`: {description: scalar tensor}, loss terms first."""
+        """`values`: {what the error says when it is not finite: scalar tensor}, loss
+        terms first."""
         for name, value in values.items():
             if name not in self.first_bad:
                 self.first_bad[name] = torch.full((), -1, device=value.device)
@@ -311,10 +312,6 @@ class NonFiniteGuard:
             name, step = min(bad.items(), key=lambda item: item[1])  # the first, losses first
             steps = experiment.checkpoint_steps()
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
-            if "gradient" in name:
-                name += " is not finite (the loss was)"
-            else:
-                name += " is not finite"
             raise UserError(f"step {step}: {name}; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
@@ -424,8 +421,9 @@ def train(run: TrainingRun) -> None:
             rows = order.next_batch()
             terms = training_step(run, groups, rows, args.accum_step)
             log.step(len(rows))
-            guard.update({f"loss term '{name}'": value for name, value in terms.items()}
-                         | {f"the {g.name}'s gradient": g.grad_norm for g in groups}, step)
+            guard.update({f"loss term '{name}' is not finite": value for name, value in terms.items()}
+                         | {f"the {g.name}'s gradient is not finite (the loss was)": g.grad_norm
+                            for g in groups}, step)
             for name, value in terms.items():
                 sums[name] += value
             summed_steps += 1
