@@ -10,6 +10,7 @@ import sys
 
 from fine_tune.errors import run_cli
 from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS
+from fine_tune.settings import Settings
 
 # Nothing here imports torch or transformers: `--help` and flag errors answer at once.
 MODELS = ("bert",)
@@ -386,6 +387,6 @@ def lad_no_parser():
 def main(parser, target: str) -> None:
     """An entry script: parse the flags, and only then import `target` ("module:function",
     which brings in torch and transformers) and run it."""
-    args = parser.parse_args()
+    settings = Settings(**vars(parser.parse_args()))  # read-only from here on
     module, function = target.split(":")
-    run_cli(lambda args: getattr(importlib.import_module(module), function)(args), args)
+    run_cli(lambda args: getattr(importlib.import_module(module), function)(args), settings)

@@ -18,6 +18,7 @@ from fine_tune.errors import run_cli
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
 from fine_tune.lad import distil_lad, distil_lad_no, distil_partial_lad
 from fine_tune.pkd import distil_pkd
+from fine_tune.settings import Settings
 from fine_tune.teacher import fine_tune_teacher
 
 TEACHER_FLAGS = """--experiment teacher_base --model bert --ptrain_ver {bert} --task mnli
@@ -58,7 +59,7 @@ def run(script: str, parser, function, flags: str, common: str):
     """What `python <script> <flags> <common>` does, in this process (imports only once)."""
     argv = shlex.split(flags) + shlex.split(common)
     print(f"\n$ python {script} {' '.join(argv)}", flush=True)
-    return function(parser().parse_args(argv))
+    return function(Settings(**vars(parser().parse_args(argv))))
 
 
 def demo(args) -> None:

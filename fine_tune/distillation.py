@@ -5,7 +5,6 @@ initialisation, and the logit loss. A method only supplies its hidden-state loss
 Notation (as in the paper): teacher hidden states H_1 .. H_L and student S_1 .. S_n,
 the embedding output excluded; k = L // n.
 """
-from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.io import first_line
 from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_architecture,
                                 load_experiment_tokenizer, move, resolve_device)
+from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
 
@@ -211,12 +211,11 @@ def distil(args, make_objective, init_pairs=None, gate_config=None, depths=None,
     student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits)
     tokenizer = load_experiment_tokenizer(teacher_experiment)
     # The student reads what its teacher read, and starts from the teacher's pre-trained
-    # model; config.json records the devices used. (A copy: the parsed flags stay as given.)
-    args = Namespace(**vars(args) | {name: teacher_args[name]
-                                     for name in ("max_seq_len", "ptrain_ver", "num_class")}
-                     | {"device_id": device_id(device), "tdevice_id": device_id(teacher_device)}
-                     | ({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
-                        else {}))
+    # model; config.json records the devices used. (A new Settings: the flags stay as given.)
+    inherited = {name: teacher_args[name] for name in ("max_seq_len", "ptrain_ver", "num_class")}
+    args = derive(args, **inherited, device_id=device_id(device), tdevice_id=device_id(teacher_device),
+                  **({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
+                     else {}))
     teacher_layers = teacher.config.num_hidden_layers
 
     set_seed(args.seed)

@@ -71,8 +71,8 @@ def load_experiment_tokenizer(experiment):
     return load_tokenizer(folder, lambda error: (
         f"cannot load the tokenizer saved with {experiment.name} from {folder} "
         f"({type(error).__name__}): the folder is missing or damaged; save the tokenizer of "
-        "its --ptrain_ver there (tokenizer.save_pretrained), or copy the folder from its "
-        "teacher's experiment"))
+        "the pre-trained model it started from there (tokenizer.save_pretrained), or copy the "
+        "folder from its teacher's experiment"))
 
 
 def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):

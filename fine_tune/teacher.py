@@ -1,6 +1,5 @@
 """Teacher fine-tuning: a pre-trained BERT with a classification head, cross-entropy."""
 import shutil
-from argparse import Namespace
 
 from transformers import set_seed
 
@@ -9,6 +8,7 @@ from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, resolve_device)
+from fine_tune.settings import derive
 from fine_tune.trainer import CrossEntropy, TrainingRun, check_padding, check_training_args, train
 
 
@@ -16,9 +16,9 @@ def fine_tune_teacher(args) -> None:
     # Everything that can fail on bad input happens before the experiment folder exists.
     check_training_args(args)
     device = resolve_device(args.device_id)
-    # A copy with what was left out filled in (the parsed flags stay as given).
-    args = Namespace(**vars(args) | {"num_class": args.num_class or NUM_CLASSES[args.task],
-                                     "device_id": device_id(device)})
+    # What was left out, filled in (a new Settings; the parsed flags stay as given).
+    args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
+                  device_id=device_id(device))
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     tokenizer = load_tokenizer(args.ptrain_ver)
     set_seed(args.seed)

@@ -22,6 +22,7 @@ from fine_tune.errors import Interrupted, UserError
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
 from fine_tune.experiment import Experiment
 from fine_tune.lad import distil_lad, distil_partial_lad
+from fine_tune.settings import Settings
 from fine_tune.teacher import fine_tune_teacher
 from fine_tune import trainer
 
@@ -37,11 +38,15 @@ FOLDER = "exp/teacher_base_bert_mnli"
 
 
 def teacher(**changes):
-    return fine_tune_teacher(cli.teacher_parser().parse_args(seed_flags(TEACHER, **changes)))
+    # Read-only settings, as the entry scripts pass them: a library change that wrote to
+    # them would fail here.
+    return fine_tune_teacher(Settings(**vars(cli.teacher_parser().parse_args(
+        seed_flags(TEACHER, **changes)))))
 
 
 def lad(*extra, **changes):
-    return distil_lad(cli.lad_parser().parse_args(seed_flags(LAD, **changes) + list(extra)))
+    return distil_lad(Settings(**vars(cli.lad_parser().parse_args(
+        seed_flags(LAD, **changes) + list(extra)))))
 
 
 @pytest.fixture
@@ -398,6 +403,15 @@ def test_help_and_flag_errors_answer_without_importing_torch(here):
                                     capture_output=True, text=True, cwd=here)
             assert time.perf_counter() - started < 1.0, script
             assert result.stdout.strip().splitlines()[-1] == "False False", (script, result.stdout)
+
+
+def test_settings_are_read_only():
+    settings = Settings(**vars(cli.lad_parser().parse_args(flags(LAD))))
+    with pytest.raises(AttributeError, match="settings are read-only"):
+        settings.max_seq_len = 64
+    from fine_tune.settings import derive
+    derived = derive(settings, max_seq_len=64)
+    assert derived.max_seq_len == 64 and not hasattr(settings, "max_seq_len")
 
 
 def test_device_left_out_uses_gpu_0_and_says_so(monkeypatch, capsys):
