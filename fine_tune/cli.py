@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from fine_tune.errors import run_cli
-from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS
+from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS, TRAINABLE_TASKS
 from fine_tune.settings import Settings
 
 # Nothing here imports torch or transformers: `--help` and flag errors answer at once.
@@ -107,13 +107,16 @@ def device_index(text: str) -> int:
     return _number(text, int)
 
 
-def add_experiment_args(parser, reads=False):
+def add_experiment_args(parser, reads=False, tasks=TRAINABLE_TASKS):
     group = parser.add_argument_group("experiment")
     group.add_argument("--experiment", required=True,
                        help="experiment to read, in <exp_dir>/<experiment>_<model>_<task>/" if reads
                        else "experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
     group.add_argument("--model", default="bert", choices=MODELS, help="model family")
-    group.add_argument("--task", default="mnli", choices=TASKS, help="GLUE task")
+    group.add_argument("--task", default="mnli", choices=tasks,
+                       help="GLUE task (README.md, 'Other GLUE tasks', lists each one's files)"
+                            + ("; ax is predicted by an MNLI experiment, named by --experiment"
+                               if "ax" in tasks else ""))
     group.add_argument("--data_dir", default="data/fine_tune",
                        help="folder holding <TASK>/<split>.tsv (MNLI/train.tsv, ...)")
     group.add_argument("--exp_dir", default="exp", help="folder holding all experiment folders")
@@ -158,7 +161,8 @@ def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None
 def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group = parser.add_argument_group("training")
     group.add_argument("--dataset", default="train", choices=LABELED_SPLITS,
-                       help="split to train on")
+                       help="split to train on (MNLI: train, dev_matched, dev_mismatched; the "
+                            "other tasks: train, dev)")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
                        help="examples per optimiser step (the effective batch, accumulation included)")
     group.add_argument("--accum_step", type=positive_int, default=1,
@@ -292,10 +296,13 @@ def student_parser(description: str, gates: bool = False, student_init: bool = T
     return parser
 
 
-def add_eval_args(parser, splits, batch_size=512):
-    add_experiment_args(parser, reads=True)
+def add_eval_args(parser, splits, batch_size=512, tasks=TRAINABLE_TASKS):
+    add_experiment_args(parser, reads=True, tasks=tasks)
     group = parser.add_argument_group("evaluation")
-    group.add_argument("--dataset", required=True, choices=splits, help="split to evaluate on")
+    group.add_argument("--dataset", required=True, choices=splits,
+                       help="split (MNLI: " + ", ".join(s for s in splits if "_" in s or s == "train")
+                            + "; the other tasks: " + ", ".join(s for s in splits if "_" not in s)
+                            + ")")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
                        help="examples per forward pass")
     add_amp_arg(group, training=False)
@@ -313,15 +320,17 @@ def teacher_parser():
 
 
 def eval_parser():
-    parser = new_parser("Evaluate every checkpoint of an experiment on a labelled split: "
-                        "accuracy and macro-F1 per checkpoint, and the best one.")
+    parser = new_parser("Evaluate every checkpoint of an experiment on a labelled split: every "
+                        "metric of the task per checkpoint (MNLI: accuracy, macro-F1; QQP, "
+                        "MRPC: F1, accuracy; CoLA: Matthews correlation; STS-B: Pearson, "
+                        "Spearman; the others: accuracy), and the best one by the first.")
     add_eval_args(parser, LABELED_SPLITS)
     return parser
 
 
 def predict_parser():
     parser = new_parser("Write the GLUE test-server submission file of one checkpoint.")
-    group = add_eval_args(parser, TEST_SPLITS, batch_size=256)
+    group = add_eval_args(parser, TEST_SPLITS, batch_size=256, tasks=TASKS)
     group.add_argument("--ckpt", type=non_negative_int, required=True,
                        help="step of the checkpoint model-<ckpt>.pt to predict with")
     return parser

@@ -1,7 +1,7 @@
-"""GLUE MNLI files: layout, reader, and a token-id cache.
+"""GLUE files: the reader (layouts come from fine_tune.glue) and a token-id cache.
 
-GLUE's MNLI files are tab-separated with a header row and *no quoting*: sentences
-contain quote characters, so any CSV quoting rule would merge or split rows.
+GLUE's files are tab-separated and have *no quoting*: sentences contain quote
+characters, so any CSV quoting rule would merge or split rows.
 """
 import hashlib
 import json
@@ -15,97 +15,137 @@ from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save, first_line
 from fine_tune.progress import progress
 
-from fine_tune.glue import (LABEL_TO_ID, LABELED_SPLITS, LABELS, NUM_CLASSES,  # noqa: F401
-                            SPLITS, SUBMISSION_FILES, TASK_DIRS, TASKS, TEST_SPLITS)
+from fine_tune.glue import (LABEL_TO_ID, LABELED_SPLITS, LABELS, MNLI, NUM_CLASSES,  # noqa: F401
+                            SPLITS, SUBMISSION_FILES, TASK_DIRS, TASKS, TEST_SPLITS, Layout,
+                            get_task)
 
-# Row counts of the official GLUE release (header excluded).
-EXPECTED_ROWS = {
-    "train": 392702,
-    "dev_matched": 9815,
-    "dev_mismatched": 9832,
-    "test_matched": 9796,
-    "test_mismatched": 9847,
-}
-# Column layout of each file kind.
-_COMMON = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
-           "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
-           "sentence1", "sentence2"]
-COLUMNS = {
-    "train": _COMMON + ["label1", "gold_label"],
-    "dev": _COMMON + ["label1", "label2", "label3", "label4", "label5", "gold_label"],
-    "test": _COMMON,
-}
+# MNLI's row counts and column layouts by file kind (the download and the demo use them).
+EXPECTED_ROWS = dict(MNLI.rows)
+COLUMNS = {kind: list(MNLI.files[split][1].header)
+           for kind, split in (("train", "train"), ("dev", "dev_matched"), ("test", "test_matched"))}
 GLUE_MNLI_URL = "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip"
 DOWNLOAD_COMMAND = "python -m fine_tune.download"
 
 
 def layout_of(split: str) -> str:
+    """MNLI's file kind of a split: train, dev or test."""
     return "train" if split == "train" else split.split("_")[0]
 
 
+def task_file(task: str, split: str) -> tuple:
+    """(file name, Layout) of a task's split, or one line naming the splits it has."""
+    entry = get_task(task)
+    if split not in entry.files:
+        raise UserError(f"--task {task} has no split {split!r}; its splits are "
+                        f"{', '.join(entry.files)}: pick one with --dataset")
+    return entry.files[split]
+
+
 def split_path(data_dir, task: str, split: str) -> Path:
-    return Path(data_dir) / TASK_DIRS[task] / f"{split}.tsv"
+    return Path(data_dir) / get_task(task).folder / task_file(task, split)[0]
+
+
+DOWNLOADABLE = ("mnli",)  # the tasks `python -m fine_tune.download` fetches so far
+
+
+def missing_file(path: Path, task: str, data_dir) -> UserError:
+    folder = get_task(task).folder
+    if task in DOWNLOADABLE:
+        return UserError(f"{path} not found: download {folder} with `{DOWNLOAD_COMMAND} "
+                         f"--data_dir {data_dir}`")
+    return UserError(f"{path} not found: put GLUE's {folder} files (as its archive unpacks "
+                     f"them) in {Path(data_dir) / folder}; see README.md, 'Other GLUE tasks'")
 
 
 @dataclass
 class Examples:
-    """The parsed rows of one split; labels are None for test splits."""
+    """The parsed rows of one split: the text(s), GLUE's index (for submission files) and
+    the labels (class ids, or float scores for a regression task; None for test splits).
+    `hypothesis` is None for single-sentence tasks."""
     index: list
     premise: list
-    hypothesis: list
+    hypothesis: list | None
     labels: np.ndarray | None
 
 
 def read_split(data_dir, task: str, split: str) -> Examples:
     path = split_path(data_dir, task, split)
     if not path.is_file():
-        raise UserError(
-            f"{path} not found: download MNLI with `{DOWNLOAD_COMMAND} --data_dir {data_dir}`")
-    return read_tsv(path, layout_of(split))
+        raise missing_file(path, task, data_dir)
+    return read_tsv(path, task_file(task, split)[1], get_task(task).labels)
 
 
-def read_tsv(path, layout: str) -> Examples:
-    """Parse one GLUE file. Plain line splitting (not a CSV dialect) because the format
-    has no quoting, and a row with a missing or extra field must name its line."""
-    columns = COLUMNS[layout]
+def _mnli_layout(kind: str) -> Layout:
+    return MNLI.files[{"train": "train", "dev": "dev_matched", "test": "test_matched"}[kind]][1]
+
+
+def read_tsv(path, layout, labels=LABELS) -> Examples:
+    """Parse one GLUE file (`layout`: a Layout, or MNLI's file kind 'train'/'dev'/'test').
+    `labels` are the task's class names as the file writes them; None parses float scores.
+    Plain line splitting (not a CSV dialect) because the format has no quoting, and a row
+    with a missing or extra field must name its line."""
+    if isinstance(layout, str):
+        layout = _mnli_layout(layout)
     try:
         # utf-8-sig: a byte-order mark (as some editors and Excel write) is not part of the header
         with open(path, encoding="utf-8-sig", newline="\n") as file:
             lines = file.read().split("\n")
     except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text ({error}); download it again with "
-                        f"`{DOWNLOAD_COMMAND}`") from None
+        raise UserError(f"{path} is not UTF-8 text ({error}); download it again") from None
     while lines and not lines[-1].strip():  # blank lines at the end (an editor's, say)
         lines.pop()
     if not lines:
         raise UserError(f"{path} is empty: download it again with `{DOWNLOAD_COMMAND}`")
-    header = lines[0].rstrip("\r").split("\t")
-    if header != columns:
-        raise UserError(f"{path}: header has columns {header}, expected the GLUE {layout} "
-                        f"layout {columns}")
-    if len(lines) == 1:
-        raise UserError(f"{path} has a header but no rows: download it again with "
-                        f"`{DOWNLOAD_COMMAND}`")
+    first = 1
+    if layout.header is not None:
+        header = lines[0].rstrip("\r").split("\t")
+        if header != list(layout.header):
+            raise UserError(f"{path}: header has columns {header}, expected GLUE's "
+                            f"{list(layout.header)}")
+        if len(lines) == 1:
+            raise UserError(f"{path} has a header but no rows: download it again with "
+                            f"`{DOWNLOAD_COMMAND}`")
+        first = 2
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines[first - 1:], start=first):
         fields = line.rstrip("\r").split("\t")
-        if len(fields) != len(columns):
-            raise UserError(f"{path}:{number}: malformed row: expected {len(columns)} "
+        if len(fields) != layout.width:
+            raise UserError(f"{path}:{number}: malformed row: expected {layout.width} "
                             f"tab-separated fields, found {len(fields)}")
         rows.append(fields)
-    index, premise, hypothesis = (
-        [row[columns.index(name)] for row in rows] for name in ("index", "sentence1", "sentence2"))
-    labels = None
-    if layout != "test":
-        ids = []
-        for number, row in enumerate(rows, start=2):
-            label = row[-1]
-            if label not in LABEL_TO_ID:
-                raise UserError(f"{path}:{number}: unknown label {label!r}; expected one of "
-                                f"{', '.join(LABELS)}")
-            ids.append(LABEL_TO_ID[label])
-        labels = np.asarray(ids, dtype=np.int64)
-    return Examples(index, premise, hypothesis, labels)
+    texts = [[row[column] for row in rows] for column in layout.text]
+    index = ([row[layout.index] for row in rows] if layout.index is not None
+             else [str(i) for i in range(len(rows))])
+    return Examples(index, texts[0], texts[1] if len(texts) > 1 else None,
+                    None if layout.label is None else _labels(path, rows, layout.label, labels, first))
+
+
+def _labels(path, rows, column: int, labels, first_line: int) -> np.ndarray:
+    """Class ids through the task's label list, or float scores (labels None)."""
+    if labels is None:
+        try:
+            return np.asarray([float(row[column]) for row in rows], dtype=np.float32)
+        except ValueError:
+            number = next(n for n, row in enumerate(rows, start=first_line)
+                          if not _is_float(row[column]))
+            raise UserError(f"{path}:{number}: score {rows[number - first_line][column]!r} is "
+                            "not a number") from None
+    ids = {label: i for i, label in enumerate(labels)}
+    out = []
+    for number, row in enumerate(rows, start=first_line):
+        if row[column] not in ids:
+            raise UserError(f"{path}:{number}: unknown label {row[column]!r}; expected one of "
+                            f"{', '.join(labels)}")
+        out.append(ids[row[column]])
+    return np.asarray(out, dtype=np.int64)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -114,7 +154,7 @@ class TokenizedSplit:
     input_ids: torch.Tensor       # int32 [N, max_seq_len]
     token_type_ids: torch.Tensor  # int8  [N, max_seq_len]
     lengths: torch.Tensor         # int16 [N], real tokens per example
-    labels: torch.Tensor | None   # int64 [N]
+    labels: torch.Tensor | None   # int64 [N] class ids, or float32 [N] scores (regression)
     index: list                   # GLUE's `index` column, for submission files
 
     def __len__(self):
@@ -157,8 +197,7 @@ def load_tokenized(data_dir, task: str, split: str, tokenizer, max_seq_len: int,
     the ids cached next to the data."""
     path = split_path(data_dir, task, split)
     if not path.is_file():
-        raise UserError(
-            f"{path} not found: download MNLI with `{DOWNLOAD_COMMAND} --data_dir {data_dir}`")
+        raise missing_file(path, task, data_dir)
     stat = path.stat()
     key = f"{split}-{tokenizer_fingerprint(tokenizer)}-{max_seq_len}-{stat.st_size}-{stat.st_mtime_ns}"
     cache = path.parent / "cache" / f"{key}.pt"
@@ -187,7 +226,8 @@ def tokenize(examples: Examples, tokenizer, max_seq_len: int, show_progress=Fals
     for start in progress(range(0, n, chunk_size), desc=desc, disable=not show_progress,
                       unit="chunk", leave=False):
         stop = min(start + chunk_size, n)
-        encoded = tokenizer(examples.premise[start:stop], examples.hypothesis[start:stop],
+        second = None if examples.hypothesis is None else examples.hypothesis[start:stop]
+        encoded = tokenizer(examples.premise[start:stop], second,
                             truncation=True, max_length=max_seq_len, padding="max_length",
                             return_tensors="np", return_token_type_ids=True,
                             return_attention_mask=True)

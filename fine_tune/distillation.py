@@ -15,6 +15,8 @@ from transformers.utils import logging as hf_logging
 from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
+from fine_tune.glue import get_task
+from fine_tune.heads import head_of
 from fine_tune.io import first_line
 from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_architecture,
                                 load_experiment_tokenizer, move, resolve_device)
@@ -24,24 +26,25 @@ from fine_tune.trainer import Objective, TrainingRun, check_padding, check_train
 
 
 class DistillationObjective(Objective):
-    """hard_weight * CE + soft_weight * T^2 * KL(teacher/T || student/T) + the method's
-    hidden-state terms. Tensors are moved to the student's device for the loss."""
+    """hard_weight * CE + soft_weight * T^2 * KL(teacher/T || student/T) (for a regression
+    task: MSE to the gold score and MSE to the teacher's score) + the method's hidden-state
+    terms. Tensors are moved to the student's device for the loss."""
     needs_hidden_states = True
 
     def __init__(self, args, device: torch.device):
         super().__init__()
         self.hard_weight, self.soft_weight = args.hard_weight, args.soft_weight
         self.temperature, self.device = args.softmax_temp, device
+        # Classification: CE and T^2 * KL; regression (STS-B): MSE to the gold score and
+        # MSE to the teacher's score, without temperature.
+        self.head = head_of(get_task(getattr(args, "task", "mnli")))
 
     def forward(self, student_out, teacher_out, labels):
-        logits = student_out.logits.float()
-        teacher_logits = move(teacher_out.logits, self.device).float()
-        t = self.temperature
+        logits = student_out.logits
+        teacher_logits = move(teacher_out.logits, self.device)
         terms = {
-            "hard": self.hard_weight * F.cross_entropy(logits, labels),
-            "soft": self.soft_weight * t * t * F.kl_div(
-                F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                reduction="batchmean", log_target=True),
+            "hard": self.hard_weight * self.head.hard(logits, labels),
+            "soft": self.soft_weight * self.head.soft(logits, teacher_logits, self.temperature),
         }
         terms.update(self.hidden_terms(student_out.hidden_states[1:], teacher_out.hidden_states[1:]))
         return terms

@@ -3,55 +3,86 @@
 Both read only the experiment folder (config, architecture, tokenizer, checkpoints),
 so the same commands serve teachers and students.
 """
+import sys
+
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from torch.utils.tensorboard import SummaryWriter
 
-import sys
-
-from fine_tune.data import LABEL_TO_ID, LABELS, SUBMISSION_FILES, TokenizedSplit, load_tokenized
+from fine_tune.data import TokenizedSplit, load_tokenized, task_file
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
-from fine_tune.progress import interactive, progress
+from fine_tune.glue import get_task
+from fine_tune.heads import head_of
 from fine_tune.modeling import (autocast, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, resolve_device)
+from fine_tune.progress import interactive, progress
+
+# Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
+# ids (f1 is for the class "1", as GLUE scores MRPC and QQP) or scores.
+METRICS = {
+    "accuracy": accuracy_score,
+    "macro_f1": lambda gold, predicted: f1_score(gold, predicted, average="macro"),
+    "f1": lambda gold, predicted: f1_score(gold, predicted, pos_label=1, zero_division=0.0),
+    "mcc": matthews_corrcoef,
+    "pearson": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "pearson"),
+    "spearman": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "spearman"),
+}
 
 
 @torch.inference_mode()
 def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
             desc: str = "predict", amp: bool = False) -> np.ndarray:
-    """Predicted class ids in file order. Examples are batched by length and each batch is
-    cut to its longest example: padding is masked, so the logits do not change."""
+    """The model's outputs (logits, float32 [N, outputs]) in file order. Examples are
+    batched by length and each batch is cut to its longest example: padding is masked,
+    so the logits do not change."""
     model.eval()
     order = torch.argsort(data.lengths.long(), stable=True)
-    predictions = torch.empty(len(data), dtype=torch.long)
+    outputs = torch.empty(len(data), model.config.num_labels, dtype=torch.float32)
     for rows in progress(order.split(batch_size), desc=desc, unit="batch", leave=False):
         batch = data.batch(rows, trim=True)
         batch.pop("labels", None)
         with autocast([device], amp):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**prepared_attention_mask(inputs)).logits
-        predictions[rows] = logits.argmax(dim=-1).cpu()
-    return predictions.numpy()
+        outputs[rows] = logits.float().cpu()
+    return outputs.numpy()
 
 
-def model_labels(model) -> np.ndarray:
-    """Our label id of each of the model's class ids, read from the model's own id2label
-    (a model saved with another class order is scored and submitted correctly)."""
+def model_labels(model, task) -> np.ndarray:
+    """The task's label id of each of the model's class ids, read from the model's own
+    id2label (a model saved with another class order is scored and submitted correctly)."""
     id2label = {int(i): label for i, label in model.config.id2label.items()}
     names = [id2label[i] for i in range(model.config.num_labels)]
-    if set(names) != set(LABELS):
-        raise UserError(f"the model's labels {names} are not the task's {list(LABELS)}: its "
-                        "model_config.json id2label is wrong")
-    return np.array([LABEL_TO_ID[name] for name in names])
+    if sorted(names) != sorted(task.labels):
+        raise UserError(f"the model's labels {names} are not --task {task.name}'s "
+                        f"{list(task.labels)}: its model_config.json id2label is wrong, or the "
+                        "experiment was trained on another task")
+    return np.array([task.labels.index(name) for name in names])
+
+
+def predictions(model, task, outputs: np.ndarray) -> np.ndarray:
+    """Task label ids (classification) or scores (regression) from the model's outputs."""
+    predicted = head_of(task).predict(outputs)
+    return predicted if task.regression else model_labels(model, task)[predicted]
+
+
+def submission_values(task, predicted: np.ndarray) -> list:
+    """As GLUE's server reads them: label names as the task's files write them (label
+    strings for MNLI, AX, QNLI and RTE; 0/1 for the others), or scores clipped to [0, 5]."""
+    if task.regression:
+        return [f"{value:.3f}" for value in np.clip(predicted, 0.0, 5.0)]
+    return [task.labels[i] for i in predicted]
 
 
 def _load(args, output: str, step=None):
     """The experiment, its model (weights not yet loaded), the split's token ids, the device.
     `output` (relative to the experiment) must be writable before anything is computed."""
-    experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task).require()
+    task_file(args.task, args.dataset)  # the task has that split
+    task = get_task(args.task)
+    experiment = Experiment(args.exp_dir, args.experiment, args.model, task.trained_as).require()
     config = experiment.config()
     steps = experiment.checkpoint_steps()
     if not steps:
@@ -70,23 +101,23 @@ def _load(args, output: str, step=None):
 
 def evaluate_checkpoints(args) -> pd.DataFrame:
     results_file = f"results_{args.dataset}.csv"
+    task = get_task(args.task)
     experiment, model, data, device, steps = _load(args, results_file)
-    labels = model_labels(model)
     rows = []
     for step in progress(steps, desc=f"evaluate {args.dataset}", unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
-        predicted = labels[predict(model, data, args.batch_size, device, desc=f"model-{step}",
-                                   amp=args.amp == "bf16")]
-        gold = data.labels.numpy()
-        rows.append({"step": step, "accuracy": accuracy_score(gold, predicted),
-                     "macro_f1": f1_score(gold, predicted, average="macro",
-                                          labels=range(len(LABELS)))})
+        outputs = predict(model, data, args.batch_size, device, desc=f"model-{step}",
+                          amp=args.amp == "bf16")
+        predicted, gold = predictions(model, task, outputs), data.labels.numpy()
+        rows.append({"step": step} | {name: float(METRICS[name](gold, predicted))
+                                      for name in task.metrics})
         if not interactive():  # a log file gets a line per checkpoint instead of a bar
-            print(f"{experiment.name} {args.dataset} model-{step}.pt: accuracy "
-                  f"{rows[-1]['accuracy']:.4f}  macro-F1 {rows[-1]['macro_f1']:.4f}",
+            scores = "  ".join(f"{name} {rows[-1][name]:.4f}" for name in task.metrics)
+            print(f"{experiment.name} {args.dataset} model-{step}.pt: {scores}",
                   file=sys.stderr, flush=True)
     results = pd.DataFrame(rows)
-    best = results.loc[results["accuracy"].idxmax()]
+    main = task.metrics[0]
+    best = results.loc[results[main].idxmax()]
 
     # Written whole, atomically: two evaluations running at once never mix their rows.
     path = experiment.write_text(results_file, results.to_csv(index=False))
@@ -95,23 +126,24 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     with SummaryWriter(experiment.path / "log" / "eval" / args.dataset,
                        purge_step=min(steps)) as writer:
         for row in rows:
-            writer.add_scalar(f"eval/{args.dataset}/accuracy", row["accuracy"], row["step"])
-            writer.add_scalar(f"eval/{args.dataset}/macro_f1", row["macro_f1"], row["step"])
+            for name in task.metrics:
+                writer.add_scalar(f"eval/{args.dataset}/{name}", row[name], row["step"])
     print(f"{experiment.name} on {args.dataset} ({len(data)} examples)")
     print(results.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"best: model-{int(best['step'])}.pt  accuracy {best['accuracy']:.4f}  "
-          f"macro-F1 {best['macro_f1']:.4f}")
+    print(f"best ({main}): model-{int(best['step'])}.pt  "
+          + "  ".join(f"{name} {best[name]:.4f}" for name in task.metrics))
     print(f"results written to {path}")
     return results
 
 
 def write_test_predictions(args) -> None:
-    output = f"predictions/{args.ckpt}/{SUBMISSION_FILES[args.dataset]}"
+    task = get_task(args.task)
+    output = f"predictions/{args.ckpt}/{task.submissions[args.dataset]}"
     experiment, model, data, device, steps = _load(args, output, step=args.ckpt)
     model.load_state_dict(experiment.load_checkpoint(args.ckpt))
-    predicted = model_labels(model)[predict(model, data, args.batch_size, device,
-                                            desc=f"model-{args.ckpt}", amp=args.amp == "bf16")]
-    # Label names through the model's own id2label (model_labels).
-    submission = pd.DataFrame({"index": data.index, "prediction": [LABELS[i] for i in predicted]})
+    outputs = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}",
+                      amp=args.amp == "bf16")
+    values = submission_values(task, predictions(model, task, outputs))
+    submission = pd.DataFrame({"index": data.index, "prediction": values})
     path = experiment.write_text(output, submission.to_csv(sep="\t", index=False))
     print(f"wrote {len(submission)} predictions of model-{args.ckpt}.pt to {path}")

@@ -11,7 +11,6 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-from fine_tune.glue import LABELS
 from fine_tune.errors import UserError
 from fine_tune.io import first_line
 
@@ -53,8 +52,10 @@ def device_id(device: torch.device) -> int:
     return -1 if device.type == "cpu" else device.index
 
 
-def _label_maps():
-    return {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}}
+def _label_maps(task):
+    """The model's own label names: the task's classes, or 'score' for a regression."""
+    names = task.labels if task.labels is not None else ("score",)
+    return {"id2label": dict(enumerate(names)), "label2id": {l: i for i, l in enumerate(names)}}
 
 
 def load_tokenizer(source, problem=None):
@@ -75,14 +76,15 @@ def load_experiment_tokenizer(experiment):
         "folder from its teacher's experiment"))
 
 
-def load_pretrained_classifier(ptrain_ver: str, num_labels: int, dropout: float):
-    """A pre-trained BERT with a new classification head."""
+def load_pretrained_classifier(ptrain_ver: str, task, dropout: float):
+    """A pre-trained BERT with a new head for `task` (a fine_tune.glue.Task): one output
+    per class, or one score."""
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
     try:
         return BertForSequenceClassification.from_pretrained(
-            ptrain_ver, num_labels=num_labels, hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout, attn_implementation=ATTENTION, **_label_maps())
+            ptrain_ver, num_labels=task.num_labels, hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout, attn_implementation=ATTENTION, **_label_maps(task))
     except (OSError, ValueError) as error:
         raise UserError(_not_found(ptrain_ver, "model", error)) from None
     finally:

@@ -6,10 +6,12 @@ from transformers import set_seed
 from fine_tune.data import NUM_CLASSES, load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
+from fine_tune.glue import get_task
+from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, resolve_device)
 from fine_tune.settings import derive
-from fine_tune.trainer import CrossEntropy, TrainingRun, check_padding, check_training_args, train
+from fine_tune.trainer import FineTuning, TrainingRun, check_padding, check_training_args, train
 
 
 def fine_tune_teacher(args) -> None:
@@ -22,12 +24,12 @@ def fine_tune_teacher(args) -> None:
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     tokenizer = load_tokenizer(args.ptrain_ver)
     set_seed(args.seed)
-    model = load_pretrained_classifier(args.ptrain_ver, args.num_class, args.dropout)
+    model = load_pretrained_classifier(args.ptrain_ver, get_task(args.task), args.dropout)
     check_max_seq_len(args.max_seq_len, model.config)
     check_tokenizer(tokenizer, model.config, args.ptrain_ver)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
 
-    objective = CrossEntropy()
+    objective = FineTuning(head_of(get_task(args.task)))
     check_padding(args, objective)
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         experiment.write_json("model_config.json", model.config.to_dict())

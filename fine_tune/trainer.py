@@ -17,9 +17,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_linear_schedule_with_warmup
 
-from fine_tune.data import NUM_CLASSES, TokenizedSplit
+from fine_tune.data import NUM_CLASSES, TokenizedSplit, task_file
 from fine_tune.errors import Interrupted, UserError
 from fine_tune.experiment import Experiment
+from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, prepared_attention_mask
 from fine_tune.progress import interactive, progress
 
@@ -39,12 +40,20 @@ class Objective(nn.Module):
         return [list(self.parameters())]
 
 
-class CrossEntropy(Objective):
-    """Plain fine-tuning: cross-entropy against the gold labels."""
+class FineTuning(Objective):
+    """Plain fine-tuning: the task head's supervised loss (cross-entropy against the gold
+    class, logged as 'ce'; MSE against the gold score for a regression task, 'mse')."""
     padding_invariant = True
 
+    def __init__(self, head=Classification):
+        super().__init__()
+        self.head = head
+
     def forward(self, student_out, teacher_out, labels):
-        return {"ce": nn.functional.cross_entropy(student_out.logits.float(), labels)}
+        return {self.head.term: self.head.hard(student_out.logits, labels)}
+
+
+CrossEntropy = FineTuning  # the classification case, as older code and tests name it
 
 
 @dataclass
@@ -181,6 +190,7 @@ def check_padding(args, objective: Objective) -> None:
 
 def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
+    task_file(args.task, args.dataset)  # the task has that split
     if getattr(args, "num_class", None) is not None and args.num_class != NUM_CLASSES[args.task]:
         raise UserError(f"--num_class {args.num_class} does not match --task {args.task}, which "
                         f"has {NUM_CLASSES[args.task]} classes; use --num_class {NUM_CLASSES[args.task]}")

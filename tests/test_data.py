@@ -80,7 +80,7 @@ def test_unknown_label_names_the_label_and_line(tmp_path):
 
 def test_wrong_layout_and_empty_files(tmp_path):
     path = write(tmp_path / "x.tsv", "test", [row("test", 0, "p", "h")])
-    with pytest.raises(UserError, match="expected the GLUE train layout"):
+    with pytest.raises(UserError, match="header has columns .*, expected GLUE's \\['index', 'promptID'"):
         read_tsv(path, "train")
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(UserError, match="is empty"):

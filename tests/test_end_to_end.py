@@ -104,7 +104,7 @@ def test_evaluation_table_results_file_and_reproducibility(teacher):
         assert list(results["step"]) == [5, 10, 12]
         assert results["accuracy"].between(0, 1).all() and results["macro_f1"].between(0, 1).all()
         best = results.loc[results["accuracy"].idxmax()]
-        assert f"best: model-{int(best['step'])}.pt" in result.stdout
+        assert f"best (accuracy): model-{int(best['step'])}.pt" in result.stdout
     # Evaluating again, with another batch size, gives the same numbers.
     first = pd.read_csv(folder / "results_dev_matched.csv")
     run_script("run_fine_tune_eval.py", *eval_flags("dev_matched", batch_size=7), cwd=work)
@@ -126,7 +126,7 @@ def test_reloaded_checkpoint_gives_identical_predictions(teacher):
     model = build_classifier(json.loads((folder / "model_config.json").read_text()))
     model.load_state_dict(torch.load(folder / "model-12.pt", weights_only=True))
     for batch_size in (3, 512):
-        predicted = predict(model, data, batch_size, torch.device("cpu"))
+        predicted = predict(model, data, batch_size, torch.device("cpu")).argmax(-1)  # logits
         assert [LABELS[i] for i in predicted] == list(written)
     # The checkpoints hold trained weights: they change from step to step.
     early = torch.load(folder / "model-5.pt", weights_only=True)

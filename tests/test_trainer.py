@@ -7,6 +7,7 @@ from torch import nn
 
 from fine_tune.data import load_tokenized
 from fine_tune.experiment import Experiment
+from fine_tune.glue import MNLI
 from fine_tune.modeling import load_pretrained_classifier, load_tokenizer
 from fine_tune.trainer import (BatchOrder, CrossEntropy, OptimizerSettings, TrainableGroup,
                                TrainingRun, accumulate_gradients, train)
@@ -59,7 +60,7 @@ def test_gate_settings_fall_back_to_the_model_schedule():
 def model_and_data(workdir, max_seq_len, dropout=0.0):
     """The tiny BERT with a seeded head, and the fixture's train split."""
     torch.manual_seed(0)
-    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=dropout)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), MNLI, dropout=dropout)
     data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
                           load_tokenizer(workdir / "tiny-bert"), max_seq_len, show_progress=False)
     return model, data
@@ -90,7 +91,7 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
                               eps=1e-8, weight_decay=0.01, max_norm=1.0, total_step=3,
                               warmup_step=1, log_step=2, ckpt_step=2, seed=0)
     torch.manual_seed(0)
-    model = load_pretrained_classifier(str(workdir / "tiny-bert"), 3, dropout=0.1)
+    model = load_pretrained_classifier(str(workdir / "tiny-bert"), MNLI, dropout=0.1)
     start = model.classifier.weight.detach().clone()
     data = load_tokenized(workdir / "data" / "fine_tune", "mnli", "train",
                           load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
@@ -152,7 +153,7 @@ def test_a_batch_smaller_than_accum_step_has_no_empty_micro_batches(workdir):
 def test_gate_warmup_is_checked_against_the_schedule_it_falls_back_to():
     from fine_tune.errors import UserError
     from fine_tune.trainer import check_training_args
-    args = argparse.Namespace(task="mnli", num_class=3, batch_size=32, accum_step=1, lr=1e-4,
+    args = argparse.Namespace(task="mnli", dataset="train", num_class=3, batch_size=32, accum_step=1, lr=1e-4,
                               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, max_norm=1.0,
                               total_step=100, warmup_step=10, gate_lr=1e-6, gate_beta1=0.9,
                               gate_beta2=0.999, gate_eps=1e-8, gate_weight_decay=0.0,
