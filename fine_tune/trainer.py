@@ -191,9 +191,11 @@ def check_padding(args, objective: Objective) -> None:
 def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
     task_file(args.task, args.dataset)  # the task has that split
-    if getattr(args, "num_class", None) is not None and args.num_class != NUM_CLASSES[args.task]:
+    expected = NUM_CLASSES[args.task]
+    if getattr(args, "num_class", None) is not None and args.num_class != expected:
+        has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
         raise UserError(f"--num_class {args.num_class} does not match --task {args.task}, which "
-                        f"has {NUM_CLASSES[args.task]} classes; use --num_class {NUM_CLASSES[args.task]}")
+                        f"{has}; use --num_class {expected} (or leave it out)")
     if args.batch_size % args.accum_step:
         raise UserError(f"--batch_size {args.batch_size} is not divisible by --accum_step "
                         f"{args.accum_step}; the effective batch is --batch_size, split into "
