@@ -200,7 +200,8 @@ def add_teacher_model_args(parser):
                        help="pre-trained model: a Hugging Face hub name or a local folder in "
                             "Hugging Face format (works offline)")
     group.add_argument("--num_class", type=positive_int, default=None,
-                       help="number of classes; may be left out, else must match the task ("
+                       help="number of classes (1 for STS-B, a regression); may be left out, "
+                            "else must match the task ("
                             + ", ".join(f"{task}: {n}" for task, n in NUM_CLASSES.items()) + ")")
     group.add_argument("--max_seq_len", type=positive_int, default=128,
                        help="pad or truncate each premise-hypothesis pair to this many tokens")
@@ -262,11 +263,14 @@ MU_HELP = ("weight of the hidden-state loss, shared by the student's layers (eac
 def add_distillation_loss_args(parser, mu_help=MU_HELP):
     group = parser.add_argument_group("distillation loss")
     group.add_argument("--softmax_temp", type=positive_float, default=10.0,
-                       help="temperature T of the soft-target KL term (scaled by T^2)")
+                       help="temperature T of the soft-target KL term (scaled by T^2); unused "
+                            "for STS-B, a regression")
     group.add_argument("--soft_weight", type=non_negative_float, default=0.5,
-                       help="weight of KL(teacher/T || student/T)")
+                       help="weight of KL(teacher/T || student/T) (STS-B: of the MSE between "
+                            "the student's and the teacher's scores)")
     group.add_argument("--hard_weight", type=non_negative_float, default=0.5,
-                       help="weight of the cross-entropy with the gold labels")
+                       help="weight of the cross-entropy with the gold labels (STS-B: of the "
+                            "MSE with the gold score)")
     group.add_argument("--mu", type=non_negative_float, default=500.0, help=mu_help)
     return group
 
