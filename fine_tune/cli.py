@@ -44,6 +44,12 @@ class _Parser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(name, self._option_string_actions, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 self.error(f"unrecognized argument {name}{hint}")
+        given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+        for prefix in ("", "gate_"):  # a schedule in steps or in epochs, not both
+            for steps, other in (("total_step", "epoch"), ("warmup_step", "warmup_rate")):
+                if {f"--{prefix}{steps}", f"--{prefix}{other}"} <= given:
+                    self.error(f"--{prefix}{steps} and --{prefix}{other} set the same thing: "
+                               "pass one of them")
         return super().parse_known_args(argv, namespace)
 
 
@@ -155,6 +161,12 @@ def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None
                        help="training steps; the learning rate reaches 0 here" + same)
     group.add_argument(f"--{prefix}warmup_step", type=non_negative_int, default=warmup_step,
                        help="steps of linear warmup from 0, then linear decay" + same)
+    group.add_argument(f"--{prefix}epoch", type=positive_float, default=None,
+                       help=f"instead of --{prefix}total_step, as the authors' per-task scripts: "
+                            "round(examples / --batch_size * epochs) steps (printed, and written "
+                            "to config.json)")
+    group.add_argument(f"--{prefix}warmup_rate", type=probability, default=None,
+                       help=f"instead of --{prefix}warmup_step: round(total steps * rate)")
     return group
 
 

@@ -22,7 +22,8 @@ from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_arc
                                 load_experiment_tokenizer, move, resolve_device)
 from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
-from fine_tune.trainer import Objective, TrainingRun, check_padding, check_training_args, train
+from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
+                               resolve_schedule, train)
 
 
 class DistillationObjective(Objective):
@@ -235,6 +236,7 @@ def distil(args, make_objective, init_pairs=None, gate_config=None, depths=None,
     objective = make_objective(args, teacher_layers, device, gate_device)
     check_padding(args, objective)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
+    args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         experiment.write_json("model_config.json", student.config.to_dict())

@@ -11,7 +11,8 @@ from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, resolve_device)
 from fine_tune.settings import derive
-from fine_tune.trainer import FineTuning, TrainingRun, check_padding, check_training_args, train
+from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
+                               resolve_schedule, train)
 
 
 def fine_tune_teacher(args) -> None:
@@ -28,6 +29,7 @@ def fine_tune_teacher(args) -> None:
     check_max_seq_len(args.max_seq_len, model.config)
     check_tokenizer(tokenizer, model.config, args.ptrain_ver)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
+    args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     objective = FineTuning(head_of(get_task(args.task)))
     check_padding(args, objective)

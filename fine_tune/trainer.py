@@ -23,6 +23,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, prepared_attention_mask
 from fine_tune.progress import interactive, progress
+from fine_tune.settings import derive
 
 
 class Objective(nn.Module):
@@ -208,6 +209,37 @@ def check_training_args(args) -> None:
         if warmup > total:
             raise UserError(f"--{prefix}warmup_step {warmup} is larger than --{prefix}total_step "
                             f"{total}; the warmup must end within training")
+
+
+def resolve_schedule(args, num_examples: int):
+    """The settings with --epoch / --warmup_rate (and the gates' --gate_epoch /
+    --gate_warmup_rate) turned into steps as the authors' scripts count them:
+    round(num_examples / batch_size * epochs) and round(total steps * rate). Says what it
+    computed in one line per group."""
+    changes = {}
+    for prefix in ("", "gate_"):
+        if not hasattr(args, prefix + "epoch"):
+            continue
+        total = getattr(args, prefix + "total_step")
+        epoch, rate = getattr(args, prefix + "epoch"), getattr(args, prefix + "warmup_rate")
+        said = []
+        if epoch is not None:
+            total = max(1, round(num_examples / args.batch_size * epoch))
+            changes[prefix + "total_step"] = total
+            said.append(f"--{prefix}epoch {epoch:g} on {num_examples} examples at --batch_size "
+                        f"{args.batch_size} is --{prefix}total_step {total}")
+        if rate is not None:
+            total = total if total is not None else changes.get("total_step", args.total_step)
+            changes[prefix + "warmup_step"] = round(total * rate)
+            said.append(f"--{prefix}warmup_rate {rate:g} is --{prefix}warmup_step "
+                        f"{changes[prefix + 'warmup_step']}")
+        if said:
+            print("; ".join(said))
+    if not changes:
+        return args
+    args = derive(args, **changes)
+    check_training_args(args)  # the warmup must still end within training
+    return args
 
 
 def _to(batch: dict, device: torch.device) -> dict:

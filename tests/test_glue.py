@@ -145,3 +145,32 @@ def test_task_mistakes_are_one_line(workdir):
     shutil.rmtree(workdir / "data" / "fine_tune" / "RTE")
     result = run_script("run_fine_tune.py", *flags(TEACHER), "--task", "rte", cwd=workdir, check=False)
     assert "RTE/train.tsv not found: put GLUE's RTE files" in result.stderr
+
+
+def test_epochs_and_warmup_rate_become_steps(workdir, monkeypatch, capsys):
+    """As the authors' per-task scripts: round(examples / batch * epochs), round(total * rate);
+    the gates on the same schedule unless given their own."""
+    from fine_tune import cli
+    from fine_tune.lad import distil_lad
+    from fine_tune.teacher import fine_tune_teacher
+    monkeypatch.chdir(workdir)
+    teacher = flags(TEACHER.replace("--total_step 6 --warmup_step 1", "--epoch 0.5 --warmup_rate 0.25"))
+    fine_tune_teacher(cli.teacher_parser().parse_args(teacher))  # 320 MNLI rows, batch 8
+    assert "--epoch 0.5 on 320 examples at --batch_size 8 is --total_step 20; --warmup_rate 0.25 " \
+           "is --warmup_step 5" in capsys.readouterr().out
+    config = json.loads((workdir / "exp" / "teacher_bert_mnli" / "config.json").read_text())
+    assert (config["total_step"], config["warmup_step"], config["epoch"]) == (20, 5, 0.5)
+    student = flags(STUDENT.replace("--tckpt 6", "--tckpt 20").replace(
+        "--total_step 3 --warmup_step 0", "--epoch 0.1 --warmup_rate 0.5 --gate_warmup_rate 0"))
+    distil_lad(cli.lad_parser().parse_args(student))
+    config = json.loads((workdir / "exp" / "LAD_bert_mnli" / "config.json").read_text())
+    assert (config["total_step"], config["warmup_step"]) == (4, 2)
+    assert (config["gate_total_step"], config["gate_warmup_step"]) == (None, 0)  # follows: 4 steps
+    assert "model-4.pt" in {p.name for p in (workdir / "exp" / "LAD_bert_mnli").iterdir()}
+
+
+def test_steps_and_epochs_together_are_refused(workdir):
+    result = run_script("run_fine_tune.py", *flags(TEACHER), "--epoch", "3", cwd=workdir, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: --total_step and --epoch set the same thing: pass one of them (see "
+        "run_fine_tune.py --help)")
