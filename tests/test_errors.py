@@ -31,8 +31,11 @@ TEACHER_CASES = {
     "unknown pre-trained model": (dict(ptrain_ver="no-such-bert-xyz"),
                                   ["no-such-bert-xyz", "local Hugging Face model folder"]),
     "sequence longer than the position limit": (dict(max_seq_len=512), ["--max_seq_len 512", "(128)"]),
-    "unknown dataset name": (dict(dataset="dev"), ["--dataset", "invalid choice: 'dev'", "--help"]),
-    "unknown task": (dict(task="qnli"), ["--task", "invalid choice: 'qnli'"]),
+    "unknown dataset name": (dict(dataset="validation"), ["--dataset", "invalid choice: 'validation'",
+                                                          "--help"]),
+    "a split the task lacks": (dict(dataset="dev"), ["--task mnli has no split 'dev'; its splits are "
+                                                     "train, dev_matched, dev_mismatched"]),
+    "unknown task": (dict(task="squad"), ["--task", "invalid choice: 'squad'"]),
     "negative step count": (dict(total_step=-3), ["--total_step", "positive integer"]),
     "no room for a sentence pair": (dict(max_seq_len=4), ["--max_seq_len 4", "at least 8"]),
     "infinite learning rate": (dict(lr="inf"), ["--lr", "must be > 0, got inf"]),
