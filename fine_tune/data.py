@@ -45,16 +45,9 @@ def split_path(data_dir, task: str, split: str) -> Path:
     return Path(data_dir) / get_task(task).folder / task_file(task, split)[0]
 
 
-DOWNLOADABLE = ("mnli",)  # the tasks `python -m fine_tune.download` fetches so far
-
-
 def missing_file(path: Path, task: str, data_dir) -> UserError:
-    folder = get_task(task).folder
-    if task in DOWNLOADABLE:
-        return UserError(f"{path} not found: download {folder} with `{DOWNLOAD_COMMAND} "
-                         f"--data_dir {data_dir}`")
-    return UserError(f"{path} not found: put GLUE's {folder} files (as its archive unpacks "
-                     f"them) in {Path(data_dir) / folder}; see README.md, 'Other GLUE tasks'")
+    return UserError(f"{path} not found: download {get_task(task).folder} with "
+                     f"`{DOWNLOAD_COMMAND} --data_dir {data_dir} --task {task}`")
 
 
 @dataclass

@@ -1,10 +1,13 @@
-"""Download GLUE's MNLI into <data_dir>/MNLI and check every split before using it.
+"""Download GLUE tasks into <data_dir>/<folder> and check every file before using it.
 
-Same result as the original shell steps (wget MNLI.zip; unzip into data/fine_tune/;
-rm MNLI.zip), but nothing reaches <data_dir>/MNLI until all five files have GLUE's
-header and row count, and a failed run leaves no zip, temp folder or half-made MNLI.
+For MNLI, the same result as the seed's shell steps (wget MNLI.zip; unzip into
+data/fine_tune/; rm MNLI.zip); for the other tasks, what GLUE's own download script
+makes, from the same addresses (MRPC built from the MSR paraphrase files as that script
+builds it). Nothing reaches <data_dir>/<folder> until every file has GLUE's layout and
+row count, and a failed run leaves no zip, temporary folder or half-made task folder.
 
-    python -m fine_tune.download [--data_dir data/fine_tune] [--url URL] [--force]
+    python -m fine_tune.download [--task mnli|NAME|all] [--data_dir data/fine_tune]
+                                 [--url URL] [--force]
 """
 import argparse
 import http.client
@@ -16,12 +19,15 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from fine_tune.cli import new_parser
-from fine_tune.data import COLUMNS, EXPECTED_ROWS, GLUE_MNLI_URL, SPLITS, TASK_DIRS, layout_of
+from fine_tune.data import EXPECTED_ROWS
 from fine_tune.errors import UserError, run_cli
+from fine_tune.glue import LABELED_SPLITS, TASKS, TEST_SPLITS, get_task
 
-MNLI_DIR = TASK_DIRS["mnli"]
 TIMEOUT_S = 60  # per socket operation, so a stalled server fails instead of hanging
 CHUNK_BYTES = 1 << 20
+MRPC_FILES = ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt")
+MRPC_DEV_IDS = "https://dl.fbaipublicfiles.com/glue/data/mrpc_dev_ids.tsv"
+MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
 
 class BadData(Exception):
@@ -29,51 +35,51 @@ class BadData(Exception):
 
 
 def parse_expected_rows(text: str) -> dict:
-    """`train=392702,dev_matched=9815,...` -> {split: rows}; all five splits required."""
+    """`train=392702,dev_matched=9815,...` -> {split: rows}; checked against the task later."""
     counts = {}
+    known = set(LABELED_SPLITS) | set(TEST_SPLITS)
     for item in text.split(","):
         split, sep, rows = item.strip().partition("=")
-        if not sep or split not in SPLITS or not rows.strip().isdigit():
+        if not sep or split not in known or not rows.strip().isdigit():
             raise argparse.ArgumentTypeError(
-                f"bad item {item!r}: expected SPLIT=ROWS with SPLIT one of {', '.join(SPLITS)}")
+                f"bad item {item!r}: expected SPLIT=ROWS with SPLIT one of the task's splits")
         counts[split] = int(rows)
-    missing = [split for split in SPLITS if split not in counts]
-    if missing:
-        raise argparse.ArgumentTypeError(f"missing splits: {', '.join(missing)}")
     return counts
 
 
-def count_rows(path: Path, split: str) -> int:
-    """Data rows of one split file, after checking its header. Streams the file (train is
-    ~300 MB) and counts lines as fine_tune.data.read_tsv splits them: on '\\n', with a
-    trailing empty line ignored."""
+def count_rows(path: Path, layout) -> int:
+    """Data rows of one file, after checking its header (a byte-order mark before it, as in
+    GLUE's MRPC files, is allowed). Streams the file (MNLI's train is ~300 MB) and counts
+    lines as fine_tune.data.read_tsv splits them: on '\\n', a trailing empty line ignored."""
     if not path.is_file():
         raise BadData(f"{path.name} is missing")
     with open(path, "rb") as file:
         first_line = file.readline()
-        newlines, last_byte = 0, b"\n"
+        newlines, last_byte = int(first_line.endswith(b"\n")), first_line[-1:]
         while chunk := file.read(CHUNK_BYTES):
             newlines += chunk.count(b"\n")
             last_byte = chunk[-1:]
     if not first_line:
         raise BadData(f"{path.name} is empty")
+    lines = newlines + (last_byte != b"\n")  # a last line without '\n' still counts
+    if layout.header is None:
+        return lines
     try:
-        header = first_line.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8").split("\t")
+        header = first_line.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8-sig").split("\t")
     except UnicodeDecodeError:
         raise BadData(f"{path.name} does not start with a UTF-8 header") from None
-    expected_header = COLUMNS[layout_of(split)]
-    if header != expected_header:
-        raise BadData(f"{path.name} has header {header}, expected {expected_header}")
-    return newlines + (last_byte != b"\n")  # a last line without '\n' still counts
+    if header != list(layout.header):
+        raise BadData(f"{path.name} has header {header}, expected {list(layout.header)}")
+    return lines - 1
 
 
-def verify(mnli_dir: Path, expected_rows: dict) -> dict:
-    """{split: rows} if every split file matches GLUE's layout and expected row count."""
+def verify(folder: Path, task, expected_rows: dict) -> dict:
+    """{split: rows} if every file of the task matches GLUE's layout and row count."""
     counts = {}
-    for split in SPLITS:
-        rows = count_rows(mnli_dir / f"{split}.tsv", split)
+    for split, (name, layout) in task.files.items():
+        rows = count_rows(folder / name, layout)
         if rows != expected_rows[split]:
-            raise BadData(f"{split}.tsv has {rows} rows, expected {expected_rows[split]}")
+            raise BadData(f"{name} has {rows} rows, expected {expected_rows[split]}")
         counts[split] = rows
     return counts
 
@@ -87,7 +93,7 @@ def download(url: str, destination: Path) -> None:
             total = int(response.headers.get("Content-Length") or 0) or None
             # disable=None: no bar when stderr is not a terminal (logs, tests)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc="download MNLI.zip", disable=None) as progress:
+                      desc=f"download {url.rsplit('/', 1)[-1]}", disable=None) as progress:
                 while chunk := response.read(CHUNK_BYTES):
                     file.write(chunk)
                     progress.update(len(chunk))
@@ -106,9 +112,9 @@ def download(url: str, destination: Path) -> None:
         raise UserError(f"download of {url} stopped at {received} of {total} bytes; try again")
 
 
-def extract(zip_path: Path, url: str, folder: Path) -> None:
-    """Unzip everything (README, original/, ...) after checking that the archive is
-    MNLI-shaped and that no member would land outside `folder` (zip slip)."""
+def extract(zip_path: Path, url: str, folder: Path, task) -> None:
+    """Unzip everything (README, original/, ...) after checking that the archive holds the
+    task's files and that no member would land outside `folder` (zip slip)."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             names = archive.namelist()
@@ -117,15 +123,70 @@ def extract(zip_path: Path, url: str, folder: Path) -> None:
                 if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                     raise UserError(f"{url} contains an unsafe path {name!r} (absolute or with "
                                     f"'..'); refusing to unzip it, pass --url of a correct copy")
-            missing = [f"{MNLI_DIR}/{split}.tsv" for split in SPLITS
-                       if f"{MNLI_DIR}/{split}.tsv" not in names]
+            missing = [f"{task.folder}/{file}" for file, _ in task.files.values()
+                       if f"{task.folder}/{file}" not in names]
             if missing:
-                raise UserError(f"{url} has no {', '.join(missing)}: it is not GLUE's MNLI.zip; "
-                                f"pass --url of a correct copy")
+                raise UserError(f"{url} has no {', '.join(missing)}: it is not GLUE's "
+                                f"{task.url.rsplit('/', 1)[-1]}; pass --url of a correct copy")
             archive.extractall(folder)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
         raise UserError(f"could not unzip {url} ({error}): the download is damaged or not a "
                         f"zip; try again or pass --url of a correct copy") from None
+
+
+def fetch_zip(task, url: str, work_dir: Path) -> Path:
+    zip_path = work_dir / "download.zip"
+    download(url, zip_path)
+    extract(zip_path, url, work_dir / "unzipped", task)
+    zip_path.unlink()
+    return work_dir / "unzipped" / task.folder
+
+
+def fetch_file(task, url: str, work_dir: Path) -> Path:
+    """A task that is one file (AX: diagnostic.tsv)."""
+    folder = work_dir / task.folder
+    folder.mkdir()
+    (file_name, _), = task.files.values()
+    download(url, folder / file_name)
+    return folder
+
+
+def fetch_mrpc(task, url: str, work_dir: Path) -> Path:
+    """MRPC as GLUE's download script builds it: train.tsv and dev.tsv split the MSR train
+    file by GLUE's list of dev pairs, keeping its header line (byte-order mark included);
+    test.tsv numbers the MSR test rows from 0 under GLUE's own header, without labels.
+    `url` is the folder of the two MSR files; the dev pairs come from GLUE's address, or
+    from the same folder when --url is given."""
+    base = url if url.endswith("/") else url + "/"
+    for name in MRPC_FILES:
+        download(base + name, work_dir / name)
+    dev_ids_url = MRPC_DEV_IDS if url == task.url else base + MRPC_DEV_IDS.rsplit("/", 1)[-1]
+    download(dev_ids_url, work_dir / "dev_ids.tsv")
+    dev_ids = {tuple(line.strip().split("\t")) for line in
+               (work_dir / "dev_ids.tsv").read_text(encoding="utf-8").splitlines() if line.strip()}
+    folder = work_dir / task.folder
+    folder.mkdir()
+    with open(work_dir / MRPC_FILES[0], encoding="utf-8") as source, \
+            open(folder / "train.tsv", "w", encoding="utf-8", newline="\n") as train, \
+            open(folder / "dev.tsv", "w", encoding="utf-8", newline="\n") as dev:
+        header = source.readline()
+        train.write(header)
+        dev.write(header)
+        for row in source:
+            fields = row.strip().split("\t")
+            (dev if tuple(fields[1:3]) in dev_ids else train).write(
+                "\t".join(fields) + "\n")
+    with open(work_dir / MRPC_FILES[1], encoding="utf-8-sig") as source, \
+            open(folder / "test.tsv", "w", encoding="utf-8", newline="\n") as test:
+        source.readline()
+        test.write(MRPC_TEST_HEADER + "\n")
+        for index, row in enumerate(source):
+            label, id1, id2, first, second = row.strip().split("\t")
+            test.write(f"{index}\t{id1}\t{id2}\t{first}\t{second}\n")
+    return folder
+
+
+FETCH = {"zip": fetch_zip, "file": fetch_file, "mrpc": fetch_mrpc}
 
 
 def move_into_place(new: Path, target: Path) -> None:
@@ -147,18 +208,15 @@ def move_into_place(new: Path, target: Path) -> None:
         old.unlink()
 
 
-def main(args) -> None:
-    data_dir = Path(args.data_dir)
-    mnli_dir = data_dir / MNLI_DIR
-    expected_rows = args.expected_rows
-
-    if mnli_dir.exists() and not args.force:
+def fetch_task(task, url: str, data_dir: Path, expected_rows: dict, force: bool) -> None:
+    target = data_dir / task.folder
+    if target.exists() and not force:
         try:
-            counts = verify(mnli_dir, expected_rows)
+            counts = verify(target, task, expected_rows)
         except BadData as problem:
-            raise UserError(f"{mnli_dir} exists but is not a complete MNLI ({problem}); "
+            raise UserError(f"{target} exists but is not a complete {task.folder} ({problem}); "
                             f"pass --force to replace it with a fresh download") from None
-        print(f"{mnli_dir} is already downloaded and verified ({format_counts(counts)}); "
+        print(f"{target} is already downloaded and verified ({format_counts(counts)}); "
               f"pass --force to download it again")
         return
 
@@ -167,30 +225,44 @@ def main(args) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create --data_dir {data_dir} ({error})") from None
-    # One temporary folder inside data_dir holds the zip and what it unpacks to, so the
-    # final move is a rename on one file system and cleanup is a single removal.
-    work_dir = Path(tempfile.mkdtemp(dir=data_dir, prefix=".MNLI-download-"))
+    # One temporary folder inside data_dir holds the downloads and what they unpack to, so
+    # the final move is a rename on one file system and cleanup is a single removal.
+    work_dir = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{task.folder}-download-"))
     try:
-        zip_path, unzip_dir = work_dir / "MNLI.zip", work_dir / "unzipped"
-        print(f"downloading {args.url}")
-        download(args.url, zip_path)
-        extract(zip_path, args.url, unzip_dir)
-        zip_path.unlink()
+        print(f"downloading {url}")
+        built = FETCH[task.source](task, url, work_dir)
         try:
-            counts = verify(unzip_dir / MNLI_DIR, expected_rows)
+            counts = verify(built, task, expected_rows)
         except BadData as problem:
-            raise UserError(f"{problem}: the download is truncated or not GLUE's MNLI; try "
-                            f"again or pass --url of a correct copy") from None
-        move_into_place(unzip_dir / MNLI_DIR, mnli_dir)
+            raise UserError(f"{problem}: the download is truncated or not GLUE's "
+                            f"{task.folder}; try again or pass --url of a correct copy") from None
+        move_into_place(built, target)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-        if not mnli_dir.exists():  # a failed download leaves no empty folders behind
+        if not target.exists():  # a failed download leaves no empty folders behind
             for folder in created:  # deepest first
                 try:
                     folder.rmdir()
                 except OSError:
                     break
-    print(f"MNLI is ready in {mnli_dir} ({format_counts(counts)})")
+    print(f"{task.folder} is ready in {target} ({format_counts(counts)})")
+
+
+def main(args) -> None:
+    names = list(TASKS) if args.task == "all" else [args.task]
+    if len(names) > 1 and (args.url or args.expected_rows):
+        raise UserError("--url and --expected_rows name one task's copy: use them with "
+                        "--task NAME, not --task all")
+    for name in names:
+        task = get_task(name)
+        expected = dict(task.rows)
+        if args.expected_rows:
+            missing = [split for split in task.files if split not in args.expected_rows]
+            if missing:
+                raise UserError(f"--expected_rows lacks {', '.join(missing)}: give every split "
+                                f"of --task {name} ({', '.join(task.files)})")
+            expected = {split: args.expected_rows[split] for split in task.files}
+        fetch_task(task, args.url or task.url, Path(args.data_dir), expected, args.force)
 
 
 def format_counts(counts: dict) -> str:
@@ -198,18 +270,25 @@ def format_counts(counts: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("Download GLUE's MNLI into <data_dir>/MNLI and verify every split.",
+    parser = new_parser("Download GLUE tasks into <data_dir>/<folder> (MNLI/, RTE/, ...) and "
+                        "verify every file's layout and row count.",
                         prog="python -m fine_tune.download")
+    parser.add_argument("--task", default="mnli", choices=(*TASKS, "all"),
+                        help="the task to download, or all of them")
     parser.add_argument("--data_dir", default="data/fine_tune",
-                        help="folder to put MNLI/ in (train.tsv, dev_matched.tsv, ...)")
-    parser.add_argument("--url", default=GLUE_MNLI_URL,
-                        help="where to get MNLI.zip: a mirror or a local file:// URL")
-    parser.add_argument("--expected_rows", type=parse_expected_rows,
-                        default=",".join(f"{split}={n}" for split, n in EXPECTED_ROWS.items()),
-                        help="data rows each split must have (header excluded), all five "
-                             "splits as SPLIT=ROWS,...; change only for a mirror or a subset")
+                        help="folder to put the task's folder in (MNLI/train.tsv, ...)")
+    parser.add_argument("--url", default=None,
+                        help="where to get the task: a mirror or a local file:// URL of GLUE's "
+                             "archive (AX: of AX.tsv; MRPC: of the folder holding "
+                             "msr_paraphrase_train.txt, msr_paraphrase_test.txt and "
+                             "mrpc_dev_ids.tsv) (default: GLUE's own address)")
+    parser.add_argument("--expected_rows", type=parse_expected_rows, default=None,
+                        help="data rows each split must have (header excluded), every split "
+                             "as SPLIT=ROWS,...; change only for a mirror or a subset "
+                             "(default: GLUE's release, e.g. MNLI's "
+                             + ",".join(f"{split}={n}" for split, n in EXPECTED_ROWS.items()) + ")")
     parser.add_argument("--force", action="store_true",
-                        help="download again and replace an existing <data_dir>/MNLI "
+                        help="download again and replace an existing task folder "
                              "(only once the new copy is verified)")
     return parser
 

@@ -43,7 +43,8 @@ class Task:
     metrics: tuple                 # dev metrics; the first picks the best checkpoint
     submissions: dict              # test split -> GLUE submission file name
     model_task: str = ""           # the task whose models predict this one (AX: mnli)
-    zip_name: str = ""             # GLUE's archive name
+    url: str = ""                  # where GLUE's download script gets it (fine_tune.download)
+    source: str = "zip"            # what the url holds: a zip, one file, or MRPC's sources
 
     @property
     def num_labels(self) -> int:
@@ -72,6 +73,7 @@ def _standard(header: str, text: str, label: str, index: str = "index", test_hea
             "test": ("test.tsv", Layout.of(test_header, text, index=index))}
 
 
+GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
 _MNLI_COMMON = ("index|promptID|pairID|genre|sentence1_binary_parse|sentence2_binary_parse|"
                 "sentence1_parse|sentence2_parse|sentence1|sentence2")
 _MNLI_TRAIN = Layout.of(_MNLI_COMMON + "|label1|gold_label", "sentence1|sentence2", "gold_label")
@@ -94,43 +96,48 @@ TASKS_BY_NAME = {task.name: task for task in (
                "test_matched": 9796, "test_mismatched": 9847},
          labels=MNLI_LABELS, metrics=("accuracy", "macro_f1"),
          submissions={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
-         zip_name="MNLI.zip"),
+         url=GLUE_URL + "MNLI.zip"),
     Task("ax", "diagnostic",
          files={"test": ("diagnostic.tsv", Layout.of("index|sentence1|sentence2",
                                                       "sentence1|sentence2", index="index"))},
          rows={"test": 1104}, labels=MNLI_LABELS, metrics=(), submissions={"test": "AX.tsv"},
-         model_task="mnli", zip_name="AX.zip"),
+         model_task="mnli", url=GLUE_URL + "AX.tsv", source="file"),
     Task("qnli", "QNLI", _standard("index|question|sentence|label", "question|sentence", "label"),
          rows={"train": 104743, "dev": 5463, "test": 5463}, labels=_ENTAILMENT,
-         metrics=("accuracy",), submissions={"test": "QNLI.tsv"}, zip_name="QNLIv2.zip"),
+         metrics=("accuracy",), submissions={"test": "QNLI.tsv"},
+         url=GLUE_URL + "QNLIv2.zip"),
     Task("qqp", "QQP", _standard("id|qid1|qid2|question1|question2|is_duplicate",
                                  "question1|question2", "is_duplicate", index="id",
                                  test_header="id|question1|question2"),
          rows={"train": 363846, "dev": 40430, "test": 390965}, labels=_BINARY,
-         metrics=("f1", "accuracy"), submissions={"test": "QQP.tsv"}, zip_name="QQP-clean.zip"),
+         metrics=("f1", "accuracy"), submissions={"test": "QQP.tsv"},
+         url=GLUE_URL + "QQP-clean.zip"),
     Task("sst2", "SST-2", _standard("sentence|label", "sentence", "label",
                                     test_header="index|sentence"),
          rows={"train": 67349, "dev": 872, "test": 1821}, labels=_BINARY,
-         metrics=("accuracy",), submissions={"test": "SST-2.tsv"}, zip_name="SST-2.zip"),
+         metrics=("accuracy",), submissions={"test": "SST-2.tsv"}, url=GLUE_URL + "SST-2.zip"),
     Task("mrpc", "MRPC", _standard("Quality|#1 ID|#2 ID|#1 String|#2 String", "#1 String|#2 String",
                                    "Quality", test_header="index|#1 ID|#2 ID|#1 String|#2 String"),
          rows={"train": 3668, "dev": 408, "test": 1725}, labels=_BINARY,
-         metrics=("f1", "accuracy"), submissions={"test": "MRPC.tsv"}, zip_name="MRPC"),
+         metrics=("f1", "accuracy"), submissions={"test": "MRPC.tsv"},
+         # built from the MSR paraphrase files as GLUE's script does (fine_tune.download)
+         url="https://dl.fbaipublicfiles.com/senteval/senteval_data/", source="mrpc"),
     Task("rte", "RTE", _standard("index|sentence1|sentence2|label", "sentence1|sentence2", "label"),
          rows={"train": 2490, "dev": 277, "test": 3000}, labels=_ENTAILMENT,
-         metrics=("accuracy",), submissions={"test": "RTE.tsv"}, zip_name="RTE.zip"),
+         metrics=("accuracy",), submissions={"test": "RTE.tsv"}, url=GLUE_URL + "RTE.zip"),
     Task("cola", "CoLA",
          files={"train": ("train.tsv", Layout(None, 4, text=(3,), label=1)),
                 "dev": ("dev.tsv", Layout(None, 4, text=(3,), label=1)),
                 "test": ("test.tsv", Layout.of("index|sentence", "sentence", index="index"))},
          rows={"train": 8551, "dev": 1043, "test": 1063}, labels=_BINARY,
-         metrics=("mcc",), submissions={"test": "CoLA.tsv"}, zip_name="CoLA.zip"),
+         metrics=("mcc",), submissions={"test": "CoLA.tsv"}, url=GLUE_URL + "CoLA.zip"),
     Task("stsb", "STS-B", _standard(_STSB + "|score", "sentence1|sentence2", "score"),
          rows={"train": 5749, "dev": 1500, "test": 1379}, labels=None,
-         metrics=("pearson", "spearman"), submissions={"test": "STS-B.tsv"}, zip_name="STS-B.zip"),
+         metrics=("pearson", "spearman"), submissions={"test": "STS-B.tsv"},
+         url=GLUE_URL + "STS-B.zip"),
     Task("wnli", "WNLI", _standard("index|sentence1|sentence2|label", "sentence1|sentence2", "label"),
          rows={"train": 635, "dev": 71, "test": 146}, labels=_BINARY,
-         metrics=("accuracy",), submissions={"test": "WNLI.tsv"}, zip_name="WNLI.zip"),
+         metrics=("accuracy",), submissions={"test": "WNLI.tsv"}, url=GLUE_URL + "WNLI.zip"),
 )}
 TASKS = tuple(TASKS_BY_NAME)
 TRAINABLE_TASKS = tuple(name for name, task in TASKS_BY_NAME.items() if not task.model_task)

@@ -240,8 +240,79 @@ def test_damaged_or_foreign_archive_is_rejected(tmp_path, make_bad, message):
     assert not data_dir.exists()
 
 
-def test_expected_rows_needs_all_splits():
+def test_expected_rows_needs_all_splits(tmp_path):
+    args = build_parser().parse_args(["--expected_rows", "train=5", "--data_dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--expected_rows lacks dev_matched, dev_mismatched, "
+                                        "test_matched, test_mismatched"):
+        main(args)
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--expected_rows", "train=5"])
-    counts = build_parser().parse_args([]).expected_rows
-    assert counts["train"] == 392702 and set(counts) == set(SPLITS)
+        build_parser().parse_args(["--expected_rows", "train=five"])
+    assert build_parser().parse_args([]).expected_rows is None  # GLUE's counts, per task
+
+
+# The other GLUE tasks: zips in their layouts, AX as one file, MRPC built from its sources.
+
+def task_zip(path: Path, name: str, rows: int = 5) -> None:
+    from glue_data import write_task
+    folder = write_task(path.parent / f"{name}-src", name, rows=rows)
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in folder.iterdir():
+            archive.write(file, f"{folder.name}/{file.name}")
+
+
+def rows_flag(name: str, rows: int) -> str:
+    from fine_tune.glue import get_task
+    return ",".join(f"{split}={rows}" for split in get_task(name).files)
+
+
+@pytest.mark.parametrize("name", ["rte", "cola", "stsb"])
+def test_a_task_zip_is_verified_and_read(tmp_path, name):
+    task_zip(tmp_path / "task.zip", name)
+    data_dir = tmp_path / "data"
+    main(build_parser().parse_args(["--task", name, "--data_dir", str(data_dir), "--url",
+                                    (tmp_path / "task.zip").as_uri(), "--expected_rows",
+                                    rows_flag(name, 5)]))
+    assert len(read_split(data_dir, name, "dev").premise) == 5
+    with pytest.raises(UserError, match="train.tsv has 5 rows, expected 6"):
+        main(build_parser().parse_args(["--task", name, "--data_dir", str(tmp_path / "other"),
+                                        "--url", (tmp_path / "task.zip").as_uri(),
+                                        "--expected_rows", rows_flag(name, 6)]))
+    assert not (tmp_path / "other").exists()
+
+
+def test_ax_is_one_file(tmp_path):
+    from glue_data import write_task
+    source = write_task(tmp_path / "src", "ax", rows=4) / "diagnostic.tsv"
+    main(build_parser().parse_args(["--task", "ax", "--data_dir", str(tmp_path / "data"), "--url",
+                                    source.as_uri(), "--expected_rows", "test=4"]))
+    assert read_split(tmp_path / "data", "ax", "test").index == ["0", "1", "2", "3"]
+
+
+def test_mrpc_is_built_as_glues_script_builds_it(tmp_path, server):
+    bom = "\ufeff"
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    train_rows = [f"{i % 2}\t{100 + i}\t{200 + i}\tsentence {i} .\t\" other {i} .\n" for i in range(6)]
+    (server.root / "msr_paraphrase_train.txt").write_text(bom + header + "".join(train_rows))
+    test_rows = [f"{i % 2}\t{300 + i}\t{400 + i}\ttest {i}\tpair {i}\n" for i in range(3)]
+    (server.root / "msr_paraphrase_test.txt").write_text(bom + header + "".join(test_rows))
+    (server.root / "mrpc_dev_ids.tsv").write_text("101\t201\n104\t204\n")
+    data_dir = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "fine_tune.download", "--task", "mrpc", "--data_dir", str(data_dir),
+         "--url", server.url(""), "--expected_rows", "train=4,dev=2,test=3"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    folder = data_dir / "MRPC"
+    assert (folder / "train.tsv").read_bytes().startswith(b"\xef\xbb\xbfQuality\t#1 ID")
+    assert (folder / "test.tsv").read_text().splitlines() == [
+        "index\t#1 ID\t#2 ID\t#1 String\t#2 String", "0\t300\t400\ttest 0\tpair 0",
+        "1\t301\t401\ttest 1\tpair 1", "2\t302\t402\ttest 2\tpair 2"]
+    dev = read_split(data_dir, "mrpc", "dev")
+    assert dev.premise == ["sentence 1 .", "sentence 4 ."] and dev.labels.tolist() == [1, 0]
+    assert read_split(data_dir, "mrpc", "train").hypothesis[0] == '" other 0 .'
+    assert sorted(p.name for p in data_dir.iterdir()) == ["MRPC"]
+
+
+def test_all_refuses_one_tasks_url():
+    with pytest.raises(UserError, match="--url and --expected_rows name one task's copy"):
+        main(build_parser().parse_args(["--task", "all", "--url", "file:///x.zip"]))

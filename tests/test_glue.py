@@ -144,7 +144,8 @@ def test_task_mistakes_are_one_line(workdir):
     assert not (workdir / "exp").exists()
     shutil.rmtree(workdir / "data" / "fine_tune" / "RTE")
     result = run_script("run_fine_tune.py", *flags(TEACHER), "--task", "rte", cwd=workdir, check=False)
-    assert "RTE/train.tsv not found: put GLUE's RTE files" in result.stderr
+    assert "RTE/train.tsv not found: download RTE with `python -m fine_tune.download --data_dir " \
+        "data/fine_tune --task rte`" in result.stderr
 
 
 def test_epochs_and_warmup_rate_become_steps(workdir, monkeypatch, capsys):
