@@ -340,7 +340,10 @@ def eval_parser():
                         "metric of the task per checkpoint (MNLI: accuracy, macro-F1; QQP, "
                         "MRPC: F1, accuracy; CoLA: Matthews correlation; STS-B: Pearson, "
                         "Spearman; the others: accuracy), and the best one by the first.")
-    add_eval_args(parser, LABELED_SPLITS)
+    group = add_eval_args(parser, LABELED_SPLITS)
+    group.add_argument("--ckpt", type=non_negative_int, default=None,
+                       help="evaluate only the checkpoint model-<ckpt>.pt; its row replaces that "
+                            "step's in results_<dataset>.csv (default: every checkpoint)")
     return parser
 
 

@@ -4,6 +4,7 @@ Both read only the experiment folder (config, architecture, tokenizer, checkpoin
 so the same commands serve teachers and students.
 """
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -102,12 +103,16 @@ def _load(args, output: str, step=None):
 def evaluate_checkpoints(args) -> pd.DataFrame:
     results_file = f"results_{args.dataset}.csv"
     task = get_task(args.task)
-    experiment, model, data, device, steps = _load(args, results_file)
-    rows = []
-    for step in progress(steps, desc=f"evaluate {args.dataset}", unit="ckpt"):
+    one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint
+    experiment, model, data, device, steps = _load(args, results_file, step=one)
+    rows, seconds = [], 0.0
+    for step in progress([one] if one is not None else steps, desc=f"evaluate {args.dataset}",
+                         unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
+        started = time.perf_counter()
         outputs = predict(model, data, args.batch_size, device, desc=f"model-{step}",
                           amp=args.amp == "bf16")
+        seconds += time.perf_counter() - started
         predicted, gold = predictions(model, task, outputs), data.labels.numpy()
         rows.append({"step": step} | {name: float(METRICS[name](gold, predicted))
                                       for name in task.metrics})
@@ -116,6 +121,15 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
             print(f"{experiment.name} {args.dataset} model-{step}.pt: {scores}",
                   file=sys.stderr, flush=True)
     results = pd.DataFrame(rows)
+    earlier = experiment.path / results_file
+    if one is not None and earlier.is_file():  # one checkpoint: merged into the earlier table
+        try:
+            previous = pd.read_csv(earlier)
+        except (OSError, ValueError, pd.errors.ParserError):
+            previous = None
+        if previous is not None and list(previous.columns) == list(results.columns):
+            results = pd.concat([previous[previous["step"] != one], results])
+            results = results.sort_values("step").reset_index(drop=True)
     main = task.metrics[0]
     best = results.loc[results[main].idxmax()]
 
@@ -124,11 +138,13 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     # One tensorboard folder per split, apart from training's log/ (which a resumed run
     # purges past its checkpoint); evaluating again replaces the split's earlier points.
     with SummaryWriter(experiment.path / "log" / "eval" / args.dataset,
-                       purge_step=min(steps)) as writer:
-        for row in rows:
+                       purge_step=int(results["step"].min())) as writer:
+        for row in results.to_dict("records"):
             for name in task.metrics:
-                writer.add_scalar(f"eval/{args.dataset}/{name}", row[name], row["step"])
-    print(f"{experiment.name} on {args.dataset} ({len(data)} examples)")
+                writer.add_scalar(f"eval/{args.dataset}/{name}", row[name], int(row["step"]))
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"{experiment.name} on {args.dataset} ({len(data)} examples; {parameters:,} parameters; "
+          f"{len(data) * len(rows) / max(seconds, 1e-9):.1f} examples/s on {device})")
     print(results.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"best ({main}): model-{int(best['step'])}.pt  "
           + "  ".join(f"{name} {best[name]:.4f}" for name in task.metrics))

@@ -18,11 +18,8 @@ from pathlib import Path
 
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
-from fine_tune.glue import TASKS_BY_NAME, get_task
-
-# The dev split that picks "best", per task (AX has none: its MNLI model's is used).
-DEV_SPLIT = {"mnli": "dev_matched"}
-
+from fine_tune.glue import TASKS_BY_NAME
+from fine_tune.results import best_dev_step
 
 def parse_choice(text: str) -> tuple:
     name, _, step = text.partition(":")
@@ -30,20 +27,6 @@ def parse_choice(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected EXPERIMENT, EXPERIMENT:STEP or "
                                          f"EXPERIMENT:best, got {text!r}")
     return name, (int(step) if step.isdigit() else "best")
-
-
-def best_step(folder: Path, experiment: str, task, flag: str) -> int:
-    """The checkpoint with the best dev score of the task's first metric."""
-    import pandas as pd
-    trained = get_task(task.trained_as)
-    split = DEV_SPLIT.get(trained.name, "dev")
-    results = folder / f"results_{split}.csv"
-    if not results.is_file():
-        raise UserError(f"{flag}: {results} not found, so there is no best checkpoint on dev "
-                        f"yet: run run_fine_tune_eval.py --experiment {experiment} "
-                        f"--task {trained.name} --dataset {split}, or name a step ({flag} NAME:STEP)")
-    table = pd.read_csv(results)
-    return int(table.loc[table[trained.metrics[0]].idxmax(), "step"])
 
 
 def chosen_files(args) -> tuple[list, list]:
@@ -60,7 +43,7 @@ def chosen_files(args) -> tuple[list, list]:
             raise UserError(f"--{name} {experiment}: no experiment at {folder} (a {task.trained_as} "
                             f"experiment under --exp_dir {args.exp_dir})")
         if step == "best":
-            step = best_step(folder, experiment, task, f"--{name}")
+            step, _ = best_dev_step(folder, experiment, task, f"--{name}")
         for split, file_name in task.submissions.items():
             path = folder / "predictions" / str(step) / file_name
             if not path.is_file():
