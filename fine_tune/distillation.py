@@ -194,9 +194,10 @@ def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
         hf_logging.set_verbosity(verbosity)
 
 
-def distil(args, make_objective, init_pairs=None, gate_config=None, depths=None,
+def distil(args, make_objective, method: str, init_pairs=None, gate_config=None, depths=None,
            method_misfits=None) -> None:
-    """Train a student with `make_objective(args, teacher_layers, device, gate_device)`.
+    """Train a student with `make_objective(args, teacher_layers, device, gate_device)`;
+    `method` names it in config.json (and so in fine_tune.report).
     `init_pairs(args, teacher_layers)` overrides which pre-trained layers initialise the
     student; `gate_config(objective)` describes the objective's gates for gate_config.json;
     `depths(L)` the student depths the method takes (default 1..L) and `method_misfits`
@@ -217,7 +218,8 @@ def distil(args, make_objective, init_pairs=None, gate_config=None, depths=None,
     # The student reads what its teacher read, and starts from the teacher's pre-trained
     # model; config.json records the devices used. (A new Settings: the flags stay as given.)
     inherited = {name: teacher_args[name] for name in ("max_seq_len", "ptrain_ver", "num_class")}
-    args = derive(args, **inherited, device_id=device_id(device), tdevice_id=device_id(teacher_device),
+    args = derive(args, **inherited, method=method, device_id=device_id(device),
+                  tdevice_id=device_id(teacher_device),
                   **({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
                      else {}))
     teacher_layers = teacher.config.num_hidden_layers

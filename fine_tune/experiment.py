@@ -32,7 +32,8 @@ LOCK = ".lock"
 TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of the last checkpoint
 # Flags that may change on --resume: they do not change the computation.
 RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
-                     "gate_device_id", "data_dir", "exp_dir", "command"}
+                     "gate_device_id", "data_dir", "exp_dir", "command",
+                     "method"}  # (recorded by the scripts, not a flag; older runs lack it)
 
 
 def _load(path: Path, weights_only: bool, fix: str):

@@ -150,19 +150,19 @@ def _describe(target) -> str:
     return "none (no hidden loss)" if target[1] is None else f"H_{target[1]}"
 
 
-def _distil_gated(args, make_targets, **options) -> None:
+def _distil_gated(args, method: str, make_targets, **options) -> None:
     def make_objective(args, teacher_layers, device, gate_device):
         return GatedObjective(args, make_targets(args, teacher_layers), device, gate_device,
                               args.d_model, args.max_seq_len)
-    distil(args, make_objective, gate_config=GatedObjective.describe, **options)
+    distil(args, make_objective, method, gate_config=GatedObjective.describe, **options)
 
 
 def distil_lad(args) -> None:
-    _distil_gated(args, lambda args, L: lad_targets(L, args.num_hidden_layers))
+    _distil_gated(args, "LAD", lambda args, L: lad_targets(L, args.num_hidden_layers))
 
 
 def distil_lad_no(args) -> None:
-    _distil_gated(args, lambda args, L: lad_no_targets(L, args.num_hidden_layers),
+    _distil_gated(args, "LAD-NO", lambda args, L: lad_no_targets(L, args.num_hidden_layers),
                   depths=lambda L: range(1, L // 2 + 1))  # k >= 2: each gate joins two layers
 
 
@@ -177,4 +177,5 @@ def distil_partial_lad(args) -> None:
         check_partial_indices(args.gate_indices, args.student_indices, teacher_layers,
                               args.num_hidden_layers)
         return list(zip(args.student_indices, args.gate_indices))
-    _distil_gated(args, targets, init_pairs=init_pairs, method_misfits=partial_index_misfits)
+    _distil_gated(args, "partial LAD", targets, init_pairs=init_pairs,
+                  method_misfits=partial_index_misfits)

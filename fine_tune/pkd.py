@@ -54,4 +54,4 @@ def distil_pkd(args) -> None:
     # pkd-skip leaves the last layer to the logit loss, so it needs two student layers.
     first = 2 if args.pkd_loss == "pkd-skip" else 1
     distil(args, lambda args, teacher_layers, device, _: PKDObjective(args, teacher_layers, device),
-           depths=lambda L: range(first, L + 1))
+           f"BERT-PKD ({args.pkd_loss})", depths=lambda L: range(first, L + 1))

@@ -21,7 +21,7 @@ def fine_tune_teacher(args) -> None:
     device = resolve_device(args.device_id)
     # What was left out, filled in (a new Settings; the parsed flags stay as given).
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
-                  device_id=device_id(device))
+                  device_id=device_id(device), method="teacher")
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
     tokenizer = load_tokenizer(args.ptrain_ver)
     set_seed(args.seed)

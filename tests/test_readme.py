@@ -8,6 +8,7 @@ from conftest import ROOT
 from fine_tune import cli
 from fine_tune.download import build_parser as download_parser
 from fine_tune.export import build_parser as export_parser
+from fine_tune.report import build_parser as report_parser
 from fine_tune.submit import build_parser as submit_parser
 
 PARSERS = {
@@ -16,7 +17,7 @@ PARSERS = {
     "run_alp_distil.py": cli.alp_parser, "run_pkd_distill.py": cli.pkd_parser,
     "run_fine_tune_eval.py": cli.eval_parser, "generate_test_prediction.py": cli.predict_parser,
     "-m fine_tune.download": download_parser, "-m fine_tune.submit": submit_parser,
-    "-m fine_tune.export": export_parser,
+    "-m fine_tune.export": export_parser, "-m fine_tune.report": report_parser,
 }
 
 
