@@ -47,7 +47,7 @@ from fine_tune.lad import (GatedObjective, lad_no_targets, lad_targets,  # noqa:
                            partial_lad_targets)
 from fine_tune.modeling import build_classifier, load_tokenizer, resolve_device  # noqa: E402
 from fine_tune.pkd import PKDObjective  # noqa: E402
-from fine_tune.trainer import (CrossEntropy, TrainingRun, accumulate_gradients,  # noqa: E402
+from fine_tune.trainer import (FineTuning, TrainingRun, accumulate_gradients,  # noqa: E402
                                make_groups, training_step)
 
 SIZES = {  # teacher layers / width / heads / ffn, student layers, batch, length, vocabulary
@@ -80,7 +80,7 @@ def run_args(size, method, amp):
 
 def objective_for(method, args, L, n, device, d, max_len):
     if method == "teacher":
-        return CrossEntropy()
+        return FineTuning()
     if method in ("lad", "lad_no", "partial_lad"):
         k = layer_stride(L, n)
         targets = {"lad": lambda: lad_targets(L, n), "lad_no": lambda: lad_no_targets(L, n),

@@ -54,8 +54,6 @@ class FineTuning(Objective):
         return {self.head.term: self.head.hard(student_out.logits, labels)}
 
 
-CrossEntropy = FineTuning  # the classification case, as older code and tests name it
-
 
 @dataclass
 class OptimizerSettings:
@@ -340,23 +338,27 @@ class NonFiniteGuard:
     def __init__(self):
         self.first_bad = {}
 
-    def update(self, values: dict, step: int) -> None:
-        """`values`: {what the error says when it is not finite: scalar tensor}, loss
-        terms first."""
-        for name, value in values.items():
-            if name not in self.first_bad:
-                self.first_bad[name] = torch.full((), -1, device=value.device)
-            first = self.first_bad[name]
+    def update(self, terms: dict, groups: list, step: int) -> None:
+        """The step's loss terms and each group's gradient norm (on the device; the
+        messages are only worded in `check`). Loss terms first: they name a NaN first."""
+        values = [(("loss", name), value) for name, value in terms.items()]
+        values += [(("gradient", group.name), group.grad_norm) for group in groups]
+        for key, value in values:
+            if key not in self.first_bad:
+                self.first_bad[key] = torch.full((), -1, device=value.device)
+            first = self.first_bad[key]
             bad = ~torch.isfinite(value) & (first < 0)
-            self.first_bad[name] = torch.where(bad, step, first)
+            self.first_bad[key] = torch.where(bad, step, first)
 
     def check(self, experiment: Experiment) -> None:
         bad = {name: int(step) for name, step in self.first_bad.items() if int(step) >= 0}
         if bad:
-            name, step = min(bad.items(), key=lambda item: item[1])  # the first, losses first
+            (kind, name), step = min(bad.items(), key=lambda item: item[1])  # the first
+            what = (f"loss term '{name}' is not finite" if kind == "loss"
+                    else f"the {name}'s gradient is not finite (the loss was)")
             steps = experiment.checkpoint_steps()
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
-            raise UserError(f"step {step}: {name}; the run stopped without "
+            raise UserError(f"step {step}: {what}; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
 
@@ -465,9 +467,7 @@ def train(run: TrainingRun) -> None:
             rows = order.next_batch()
             terms = training_step(run, groups, rows, args.accum_step)
             log.step(len(rows))
-            guard.update({f"loss term '{name}' is not finite": value for name, value in terms.items()}
-                         | {f"the {g.name}'s gradient is not finite (the loss was)": g.grad_norm
-                            for g in groups}, step)
+            guard.update(terms, groups, step)
             for name, value in terms.items():
                 sums[name] += value
             summed_steps += 1

@@ -9,7 +9,7 @@ from fine_tune.data import load_tokenized
 from fine_tune.experiment import Experiment
 from fine_tune.glue import MNLI
 from fine_tune.modeling import load_pretrained_classifier, load_tokenizer
-from fine_tune.trainer import (BatchOrder, CrossEntropy, OptimizerSettings, TrainableGroup,
+from fine_tune.trainer import (BatchOrder, FineTuning, OptimizerSettings, TrainableGroup,
                                TrainingRun, accumulate_gradients, train)
 
 
@@ -69,7 +69,7 @@ def model_and_data(workdir, max_seq_len, dropout=0.0):
 def test_gradient_accumulation_gives_the_full_batch_gradient(workdir):
     """--accum_step only splits the batch: the gradient is the full batch's (dropout off)."""
     model, data = model_and_data(workdir, max_seq_len=32)
-    run = TrainingRun(None, None, model, torch.device("cpu"), CrossEntropy(), data)
+    run = TrainingRun(None, None, model, torch.device("cpu"), FineTuning(), data)
     rows = torch.arange(10)  # 10 examples in 4 micro-batches of unequal sizes (3, 3, 2, 2)
     results = []
     for accum_step in (1, 4):
@@ -97,7 +97,7 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
                           load_tokenizer(workdir / "tiny-bert"), 32, show_progress=False)
     experiment = Experiment(workdir / "exp", "unit", "bert", "mnli")
     with experiment.training({"total_step": 3}, overwrite=False):
-        train(TrainingRun(args, experiment, model, torch.device("cpu"), CrossEntropy(), data))
+        train(TrainingRun(args, experiment, model, torch.device("cpu"), FineTuning(), data))
     assert experiment.checkpoint_steps() == [2, 3]
     final = experiment.load_checkpoint(3)
     assert torch.equal(final["classifier.weight"], model.classifier.weight)
@@ -111,7 +111,7 @@ def test_dynamic_padding_gives_the_same_loss_and_gradients(workdir):
     results = []
     for dynamic in (False, True):
         run = TrainingRun(argparse.Namespace(dynamic_padding=dynamic), None, model,
-                          torch.device("cpu"), CrossEntropy(), data)
+                          torch.device("cpu"), FineTuning(), data)
         model.zero_grad()
         terms = accumulate_gradients(run, torch.arange(8), 2)
         results.append((float(terms["ce"]), [p.grad.clone() for p in model.parameters()]))
@@ -127,7 +127,7 @@ def test_bf16_autocast_runs_the_forward_in_bf16_and_the_loss_in_fp32(workdir):
     losses = {}
     for amp in ("fp32", "bf16"):
         run = TrainingRun(argparse.Namespace(amp=amp), None, model, torch.device("cpu"),
-                          CrossEntropy(), data)
+                          FineTuning(), data)
         terms = accumulate_gradients(run, torch.arange(8), 1)
         assert terms["ce"].dtype == torch.float32
         losses[amp] = float(terms["ce"])
@@ -141,7 +141,7 @@ def test_a_batch_smaller_than_accum_step_has_no_empty_micro_batches(workdir):
     model, data = model_and_data(workdir, max_seq_len=32)
     for dynamic in (False, True):
         run = TrainingRun(argparse.Namespace(dynamic_padding=dynamic), None, model,
-                          torch.device("cpu"), CrossEntropy(), data)
+                          torch.device("cpu"), FineTuning(), data)
         model.zero_grad()
         terms = accumulate_gradients(run, torch.arange(3), 8)
         expected = nn.functional.cross_entropy(
@@ -178,7 +178,7 @@ def test_training_step_has_no_host_synchronising_ops(workdir):
     torch.testing.assert_close(prepared, plain, rtol=0, atol=1e-6)
     assert data.lengths[:4].min() < 32  # the rows really are padded
 
-    run = TrainingRun(None, None, model, torch.device("cpu"), CrossEntropy(), data)
+    run = TrainingRun(None, None, model, torch.device("cpu"), FineTuning(), data)
     with profile(activities=[ProfilerActivity.CPU]) as trace:
         accumulate_gradients(run, torch.arange(8), 2)
     ops = {event.key for event in trace.key_averages()}

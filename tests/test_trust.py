@@ -224,8 +224,8 @@ def test_ctrl_c_through_the_script_says_how_to_resume(here):
 def test_resume_restores_random_states_by_role_and_refits_the_optimiser(here, capsys):
     """A state saved on a GPU (by role) or by CUDA index (older runs) resumes on a machine
     without one: a note, no IndexError; a fused AdamW state loads as an unfused one on the CPU."""
-    from fine_tune.trainer import CrossEntropy, TrainableGroup, TrainingRun, set_rng_state
-    run = TrainingRun(None, None, torch.nn.Linear(2, 2), torch.device("cpu"), CrossEntropy(), None)
+    from fine_tune.trainer import FineTuning, TrainableGroup, TrainingRun, set_rng_state
+    run = TrainingRun(None, None, torch.nn.Linear(2, 2), torch.device("cpu"), FineTuning(), None)
     base = {"torch": torch.get_rng_state(), "python": __import__("random").getstate(),
             "numpy": __import__("numpy").random.get_state()}
     set_rng_state(run, base | {"cuda_by_role": {"student": torch.zeros(16, dtype=torch.uint8)}})
