@@ -113,6 +113,18 @@ def device_index(text: str) -> int:
     return _number(text, int)
 
 
+def split_list(text: str) -> list[str]:
+    """'dev_matched,dev_mismatched' -> a list of labelled splits."""
+    splits = [item for item in text.replace(" ", "").split(",") if item]
+    unknown = [split for split in splits if split not in LABELED_SPLITS]
+    if unknown or not splits:
+        raise argparse.ArgumentTypeError(f"expected labelled splits separated by commas, from "
+                                         f"{', '.join(LABELED_SPLITS)}; got {text!r}")
+    if len(set(splits)) != len(splits):
+        raise argparse.ArgumentTypeError(f"{text!r} names a split twice")
+    return splits
+
+
 def add_experiment_args(parser, reads=False, tasks=TRAINABLE_TASKS):
     group = parser.add_argument_group("experiment")
     group.add_argument("--experiment", required=True,
@@ -195,6 +207,19 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
                             "instead of --max_seq_len; only for losses that do not depend on the "
                             "padded length (teacher fine-tuning, --alp_exp alp-kd, --pkd_loss pkd-skip)")
     add_amp_arg(group)
+    group.add_argument("--eval_during_training", type=split_list, default=None,
+                       metavar="SPLIT[,SPLIT]",
+                       help="evaluate every checkpoint as it is saved on these labelled splits "
+                            "(e.g. dev_matched,dev_mismatched), into the same results_<split>.csv "
+                            "and tensorboard points as run_fine_tune_eval.py; training itself is "
+                            "unchanged (default: no evaluation during training)")
+    group.add_argument("--eval_batch_size", type=positive_int, default=512,
+                       help="examples per forward pass of --eval_during_training")
+    group.add_argument("--keep_checkpoints", type=positive_int, default=None, metavar="N",
+                       help="keep only the N most recent checkpoints, plus the best on the first "
+                            "--eval_during_training split by the task's first metric (without "
+                            "that flag: only the N most recent); --resume still works (default: "
+                            "keep every checkpoint)")
     group.add_argument("--resume", action="store_true",
                        help="continue a killed run of this experiment from its last checkpoint, "
                             "exactly as if it had not stopped (same flags required, except "

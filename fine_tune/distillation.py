@@ -23,7 +23,7 @@ from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_arc
 from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
-                               resolve_schedule, train)
+                               load_eval_data, resolve_schedule, train)
 
 
 class DistillationObjective(Objective):
@@ -238,6 +238,7 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
     objective = make_objective(args, teacher_layers, device, gate_device)
     check_padding(args, objective)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
+    eval_data = load_eval_data(args, tokenizer, args.max_seq_len)  # --eval_during_training
     args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
@@ -246,4 +247,5 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
             experiment.write_json("gate_config.json", gate_config(objective))
         save_tokenizer(tokenizer, experiment)
         train(TrainingRun(args, experiment, student.to(device), device, objective, data,
-                          teacher=teacher.to(teacher_device), teacher_device=teacher_device))
+                          teacher=teacher.to(teacher_device), teacher_device=teacher_device,
+                          eval_data=eval_data))

@@ -100,56 +100,80 @@ def _load(args, output: str, step=None):
     return experiment, model, data, device, steps
 
 
+def score(model, task, data: TokenizedSplit, batch_size: int, device: torch.device,
+          amp: bool = False, desc: str = "predict") -> dict:
+    """Every metric of the task for the model's current weights on a labelled split, and
+    the speed of the forward passes (examples/s; on CUDA the copy of each batch's logits
+    to the host waits for the GPU, so the time is real)."""
+    started = time.perf_counter()
+    outputs = predict(model, data, batch_size, device, desc=desc, amp=amp)
+    seconds = time.perf_counter() - started
+    predicted, gold = predictions(model, task, outputs), data.labels.numpy()
+    return ({name: float(METRICS[name](gold, predicted)) for name in task.metrics}
+            | {"examples_per_s": len(data) / max(seconds, 1e-9), "device": str(device)})
+
+
+def record_results(experiment: Experiment, task, split: str, rows: list[dict],
+                   merge: bool) -> pd.DataFrame:
+    """Write `rows` (one per step) to results_<split>.csv, replacing the file (merge=False)
+    or only those steps' rows (merge=True), and their tensorboard points to
+    log/eval/<split>/. Returns the whole table."""
+    results = pd.DataFrame(rows)
+    path = experiment.path / f"results_{split}.csv"
+    if merge and path.is_file():
+        try:
+            previous = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError):
+            previous = None  # a damaged table: replaced by the new rows
+        if previous is not None and "step" in previous.columns:
+            # (older tables lack the speed columns: their rows keep them empty)
+            results = pd.concat([previous[~previous["step"].isin(results["step"])], results])
+            results = results.sort_values("step").reset_index(drop=True)
+    # Written whole, atomically: two evaluations running at once never mix their rows.
+    experiment.write_text(path.name, results.to_csv(index=False))
+    # One tensorboard folder per split, apart from training's log/ (which a resumed run
+    # purges past its checkpoint). A new event file replaces the points from the first
+    # step written on (purge_step), so the later ones are written again.
+    first = int(min(row["step"] for row in rows))
+    with SummaryWriter(experiment.path / "log" / "eval" / split, purge_step=first) as writer:
+        for row in results[results["step"] >= first].to_dict("records"):
+            for name in task.metrics:
+                writer.add_scalar(f"eval/{split}/{name}", row[name], int(row["step"]))
+    return results
+
+
 def evaluate_checkpoints(args) -> pd.DataFrame:
     results_file = f"results_{args.dataset}.csv"
     task = get_task(args.task)
     one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint
     experiment, model, data, device, steps = _load(args, results_file, step=one)
-    rows, seconds = [], 0.0
+    rows = []
     for step in progress([one] if one is not None else steps, desc=f"evaluate {args.dataset}",
                          unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
-        started = time.perf_counter()
-        outputs = predict(model, data, args.batch_size, device, desc=f"model-{step}",
-                          amp=args.amp == "bf16")
-        seconds += time.perf_counter() - started
-        predicted, gold = predictions(model, task, outputs), data.labels.numpy()
-        rows.append({"step": step} | {name: float(METRICS[name](gold, predicted))
-                                      for name in task.metrics})
+        rows.append({"step": step} | score(model, task, data, args.batch_size, device,
+                                           amp=args.amp == "bf16", desc=f"model-{step}"))
         if not interactive():  # a log file gets a line per checkpoint instead of a bar
-            scores = "  ".join(f"{name} {rows[-1][name]:.4f}" for name in task.metrics)
-            print(f"{experiment.name} {args.dataset} model-{step}.pt: {scores}",
+            print(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, rows[-1])}",
                   file=sys.stderr, flush=True)
-    results = pd.DataFrame(rows)
-    earlier = experiment.path / results_file
-    if one is not None and earlier.is_file():  # one checkpoint: merged into the earlier table
-        try:
-            previous = pd.read_csv(earlier)
-        except (OSError, ValueError, pd.errors.ParserError):
-            previous = None
-        if previous is not None and list(previous.columns) == list(results.columns):
-            results = pd.concat([previous[previous["step"] != one], results])
-            results = results.sort_values("step").reset_index(drop=True)
+    # One checkpoint (--ckpt) is merged into the earlier table; all of them replace it.
+    results = record_results(experiment, task, args.dataset, rows, merge=one is not None)
     main = task.metrics[0]
     best = results.loc[results[main].idxmax()]
-
-    # Written whole, atomically: two evaluations running at once never mix their rows.
-    path = experiment.write_text(results_file, results.to_csv(index=False))
-    # One tensorboard folder per split, apart from training's log/ (which a resumed run
-    # purges past its checkpoint); evaluating again replaces the split's earlier points.
-    with SummaryWriter(experiment.path / "log" / "eval" / args.dataset,
-                       purge_step=int(results["step"].min())) as writer:
-        for row in results.to_dict("records"):
-            for name in task.metrics:
-                writer.add_scalar(f"eval/{args.dataset}/{name}", row[name], int(row["step"]))
     parameters = sum(p.numel() for p in model.parameters())
+    seconds = sum(len(data) / row["examples_per_s"] for row in rows)
+    speed = len(data) * len(rows) / seconds
     print(f"{experiment.name} on {args.dataset} ({len(data)} examples; {parameters:,} parameters; "
-          f"{len(data) * len(rows) / max(seconds, 1e-9):.1f} examples/s on {device})")
-    print(results.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"best ({main}): model-{int(best['step'])}.pt  "
-          + "  ".join(f"{name} {best[name]:.4f}" for name in task.metrics))
-    print(f"results written to {path}")
+          f"{speed:.1f} examples/s on {device})")
+    print(results.drop(columns=["examples_per_s", "device"], errors="ignore")
+          .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"best ({main}): model-{int(best['step'])}.pt  {scores_text(task, best)}")
+    print(f"results written to {experiment.path / results_file}")
     return results
+
+
+def scores_text(task, row) -> str:
+    return "  ".join(f"{name} {row[name]:.4f}" for name in task.metrics)
 
 
 def write_test_predictions(args) -> None:

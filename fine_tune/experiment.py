@@ -9,7 +9,10 @@
                         order, random states), as of the last checkpoint
     log/                tensorboard event files of training
     log/eval/<split>/   tensorboard event files of evaluation on <split>
-    results_<split>.csv accuracy and macro-F1 of every checkpoint (run_fine_tune_eval.py)
+    train_log.csv       the logged training values (loss terms, learning rates, gradient
+                        norms, LAD's gate values, examples/s), one row per --log_step
+    results_<split>.csv every metric of the task per evaluated checkpoint, with examples/s
+                        (run_fine_tune_eval.py, or --eval_during_training)
     predictions/<step>/MNLI-m.tsv, MNLI-mm.tsv   GLUE submission files
 """
 import fcntl
@@ -33,6 +36,7 @@ TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of t
 # Flags that may change on --resume: they do not change the computation.
 RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
                      "gate_device_id", "data_dir", "exp_dir", "command",
+                     "eval_during_training", "eval_batch_size", "keep_checkpoints",
                      "method"}  # (recorded by the scripts, not a flag; older runs lack it)
 
 

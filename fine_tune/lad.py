@@ -26,6 +26,10 @@ class HighwayGate(nn.Module):
 
     def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         z = torch.sigmoid(self.linear(previous))
+        # How much of the new layer the gate lets in, over batch, tokens (padding
+        # included, as the gate sees it) and width: one small reduction, left on the
+        # device for the training log.
+        self.mean_z = z.detach().float().mean()
         return self.norm(z * current + (1 - z) * previous)
 
 
@@ -112,6 +116,10 @@ class GatedObjective(DistillationObjective):
         lone = [t for t in targets if t[0] == "gate"]
         count = max(self.chain_length - 1, 0) + len(lone)
         self.gates = nn.ModuleList(HighwayGate(d_model, max_seq_len) for _ in range(count))
+        # Each gate is named by the teacher layer H_i its z weighs (against A_(i-1), or
+        # against H_(i-1) for a lone gate).
+        self.gate_names = ([f"H_{i}" for i in range(2, self.chain_length + 1)]
+                           + [f"H_{t[2]}" for t in lone])
         self.to(gate_device)
 
     def hidden_terms(self, student_hidden, teacher_hidden):
@@ -134,9 +142,15 @@ class GatedObjective(DistillationObjective):
         """The authors clip each gate's gradient norm on its own."""
         return [list(gate.parameters()) for gate in self.gates]
 
+    def statistics(self) -> dict:
+        """Each gate's mean z in the last forward, as gate_z/H_i."""
+        return {f"gate_z/{name}": gate.mean_z for name, gate in zip(self.gate_names, self.gates)
+                if hasattr(gate, "mean_z")}
+
     def describe(self) -> dict:
         return {"gate": "highway: LayerNorm_[max_seq_len, d](z*H + (1-z)*A_prev), z = sigmoid(W A_prev + b)",
                 "num_gates": len(self.gates), "chained_up_to_teacher_layer": self.chain_length,
+                "gates_by_teacher_layer": self.gate_names,
                 "student_targets": {f"S_{j + 1}": _describe(t) for j, t in enumerate(self.targets)},
                 "d_model": self.gates[0].linear.in_features if len(self.gates) else None,
                 "max_seq_len": self.gates[0].norm.normalized_shape[0] if len(self.gates) else None}

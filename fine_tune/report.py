@@ -22,7 +22,8 @@ METHODS = {"run_fine_tune.py": ("teacher", None), "run_lad_distil.py": ("LAD", N
            "run_alp_distil.py": ("ALP-KD", "alp_exp"), "run_pkd_distill.py": ("BERT-PKD", "pkd_loss")}
 # Settings that do not make two runs different experiments when grouping seeds.
 NOT_A_DIFFERENCE = {"seed", "experiment", "command", "method", "resume", "overwrite", "log_step",
-                    "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir"}
+                    "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir",
+                    "eval_during_training", "eval_batch_size", "keep_checkpoints"}
 
 
 def method_of(config: dict) -> str:

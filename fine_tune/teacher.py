@@ -12,7 +12,7 @@ from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, resolve_device)
 from fine_tune.settings import derive
 from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
-                               resolve_schedule, train)
+                               load_eval_data, resolve_schedule, train)
 
 
 def fine_tune_teacher(args) -> None:
@@ -29,6 +29,7 @@ def fine_tune_teacher(args) -> None:
     check_max_seq_len(args.max_seq_len, model.config)
     check_tokenizer(tokenizer, model.config, args.ptrain_ver)
     data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
+    eval_data = load_eval_data(args, tokenizer, args.max_seq_len)  # --eval_during_training
     args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     objective = FineTuning(head_of(get_task(args.task)))
@@ -36,7 +37,8 @@ def fine_tune_teacher(args) -> None:
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         experiment.write_json("model_config.json", model.config.to_dict())
         save_tokenizer(tokenizer, experiment)
-        train(TrainingRun(args, experiment, model.to(device), device, objective, data))
+        train(TrainingRun(args, experiment, model.to(device), device, objective, data,
+                          eval_data=eval_data))
 
 
 def save_tokenizer(tokenizer, experiment: Experiment) -> None:

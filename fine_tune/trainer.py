@@ -5,6 +5,8 @@ any) into named loss terms, and may own trainable modules of its own (LAD's gate
 which get their own optimiser, schedule, clipping and device. Everything else, from
 batching to checkpoints, is here, once.
 """
+import csv
+import io
 import random
 import sys
 import time
@@ -17,7 +19,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_linear_schedule_with_warmup
 
-from fine_tune.data import NUM_CLASSES, TokenizedSplit, task_file
+from fine_tune.data import NUM_CLASSES, TokenizedSplit, load_tokenized, task_file
 from fine_tune.errors import Interrupted, UserError
 from fine_tune.experiment import Experiment
 from fine_tune.heads import Classification
@@ -39,6 +41,12 @@ class Objective(nn.Module):
     def clip_units(self) -> list[list]:
         """Parameter lists whose gradient norms are clipped separately."""
         return [list(self.parameters())]
+
+    def statistics(self) -> dict:
+        """Values to watch that are not losses, from the last forward: {tag: detached
+        tensor on the device}, averaged and logged with the loss terms (LAD: each gate's
+        mean z, as gate_z/H_i)."""
+        return {}
 
 
 class FineTuning(Objective):
@@ -161,6 +169,7 @@ class TrainingRun:
     data: TokenizedSplit
     teacher: nn.Module | None = None     # frozen; gets no gradients
     teacher_device: torch.device | None = None
+    eval_data: dict = field(default_factory=dict)  # --eval_during_training: {split: TokenizedSplit}
     amp: bool = field(init=False)              # --amp bf16: autocast forward passes
     dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
     devices: set = field(init=False)           # every device the step touches, found once
@@ -189,7 +198,8 @@ def check_padding(args, objective: Objective) -> None:
 
 def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
-    task_file(args.task, args.dataset)  # the task has that split
+    for split in [args.dataset] + list(getattr(args, "eval_during_training", None) or []):
+        task_file(args.task, split)  # the task has that split
     expected = NUM_CLASSES[args.task]
     if getattr(args, "num_class", None) is not None and args.num_class != expected:
         has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
@@ -240,6 +250,13 @@ def resolve_schedule(args, num_examples: int):
     return args
 
 
+def load_eval_data(args, tokenizer, max_seq_len: int) -> dict:
+    """--eval_during_training's splits, tokenized (and cached) before training starts, so
+    a missing file stops the run at once, not at its first checkpoint."""
+    return {split: load_tokenized(args.data_dir, args.task, split, tokenizer, max_seq_len)
+            for split in getattr(args, "eval_during_training", None) or []}
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     pin = device.type == "cuda"
     return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
@@ -266,9 +283,11 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
         return run.objective(outputs, teacher_outputs, labels)
 
 
-def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) -> dict:
+def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
+                         statistics: dict | None = None) -> dict:
     """Backward over the batch `rows` in `accum_step` micro-batches; the gradients are those
-    of the full batch's mean loss. Returns the batch's loss terms (detached)."""
+    of the full batch's mean loss. Returns the batch's loss terms (detached); the
+    objective's statistics are added, averaged the same way, to `statistics` if given."""
     batch_terms = defaultdict(float)
     for chunk in rows.tensor_split(min(accum_step, len(rows))):  # a short last batch: no empty chunks
         weight = len(chunk) / len(rows)           # each term is a micro-batch mean
@@ -276,6 +295,9 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int) 
         sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
         for name, value in terms.items():
             batch_terms[name] += value.detach().float() * weight
+        if statistics is not None:
+            for name, value in run.objective.statistics().items():
+                statistics[name] = statistics.get(name, 0.0) + value * weight
     return batch_terms
 
 
@@ -289,9 +311,10 @@ def make_groups(run: TrainingRun) -> list[TrainableGroup]:
     return groups
 
 
-def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step: int) -> dict:
+def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step: int,
+                  statistics: dict | None = None) -> dict:
     """One optimiser step on the batch `rows`: gradients, clipping, update, schedule."""
-    terms = accumulate_gradients(run, rows, accum_step)
+    terms = accumulate_gradients(run, rows, accum_step, statistics)
     for group in groups:
         group.step()
     return terms
@@ -382,14 +405,17 @@ def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
     return step
 
 
-def save(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
-    """model-<step>.pt (and gate-<step>.pt), then the state a resume needs. Each file is
-    written atomically; a kill in between leaves the previous training state, which
-    points at checkpoints that are all complete."""
-    experiment = run.experiment
-    experiment.save_checkpoint(run.model.state_dict(), step)
+def save_weights(run: TrainingRun, groups: list, step: int) -> None:
+    """model-<step>.pt (and gate-<step>.pt), each written atomically."""
+    run.experiment.save_checkpoint(run.model.state_dict(), step)
     if len(groups) > 1:
-        experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+        run.experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
+
+
+def save_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
+    """The state a resume needs, written after the step's weights: a kill before it leaves
+    the previous training state, which points at checkpoints that are all complete."""
+    experiment = run.experiment
     states = [group.state_dict() for group in groups]
     experiment.save_train_state({
         "step": step,
@@ -400,16 +426,63 @@ def save(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
     })
 
 
+def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog"):
+    """--eval_during_training: score the model just saved as model-<step>.pt on each split,
+    into the same results files and tensorboard points as run_fine_tune_eval.py --ckpt.
+    Evaluation draws no random numbers, so training continues exactly as without it.
+    Returns the first split's whole results table (None without the flag)."""
+    from fine_tune.evaluation import record_results, score, scores_text
+    from fine_tune.glue import get_task
+    task, first = get_task(run.args.task), None
+    for split, data in run.eval_data.items():
+        row = score(run.model, task, data, run.args.eval_batch_size, run.device, amp=run.amp,
+                    desc=f"{split} model-{step}")
+        table = record_results(run.experiment, task, split, [{"step": step} | row], merge=True)
+        first = table if first is None else first
+        log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
+    run.model.train()
+    log.restart_clock()  # examples/s measures training alone
+    return first
+
+
+def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
+    """--keep_checkpoints N: delete all checkpoints up to `step` but the N most recent and
+    the best on the first --eval_during_training split. Runs after the training state
+    points at model-<step>.pt, which is always among the most recent."""
+    keep_count = getattr(run.args, "keep_checkpoints", None)
+    if keep_count is None:
+        return
+    experiment = run.experiment
+    steps = [s for s in experiment.checkpoint_steps() if s <= step]
+    keep = set(steps[-keep_count:])
+    if first_results is not None:
+        from fine_tune.glue import get_task
+        metric = get_task(run.args.task).metrics[0]
+        scored = first_results[first_results["step"].isin(steps)]  # not a killed run's later rows
+        if len(scored):
+            keep.add(int(scored.loc[scored[metric].idxmax(), "step"]))
+    for old in steps:
+        if old not in keep:  # the model first: a listed checkpoint always has its gates
+            for kind in ("model", "gate"):
+                experiment.checkpoint_path(old, kind).unlink(missing_ok=True)
+
+
+TRAIN_LOG = "train_log.csv"
+
+
 class TrainingLog:
-    """Loss terms, learning rates and gradient norms every --log_step: to tensorboard
-    (log/, opened at the first point, so a run that logs nothing leaves no empty event
-    file; points a killed run logged after `start` are dropped), and to the terminal:
-    a live tqdm bar, or, when stderr is not a terminal (nohup, slurm, `> log 2>&1`), one
-    plain line per --log_step."""
+    """Loss terms, learning rates, gradient norms and the objective's statistics (LAD's
+    gate values) every --log_step: to tensorboard (log/, opened at the first point, so a
+    run that logs nothing leaves no empty event file; points a killed run logged after
+    `start` are dropped), to train_log.csv (one row per --log_step, the same tags as
+    columns; rows past `start` dropped alike), and to the terminal: a live tqdm bar, or,
+    when stderr is not a terminal (nohup, slurm, `> log 2>&1`), one plain line per
+    --log_step."""
 
     def __init__(self, experiment: Experiment, start: int, total_step: int):
         self.experiment, self.start, self.total_step = experiment, start, total_step
         self.writer = None
+        self.csv_columns = None
         self.interactive = interactive()
         # Updated by hand: a bar that wraps the loop redraws a stale count when only
         # the postfix changes.
@@ -420,19 +493,31 @@ class TrainingLog:
         self.bar.update()
         self.examples += examples
 
-    def write(self, step: int, means: dict, groups: list) -> None:
+    def restart_clock(self) -> None:
+        self.clock, self.examples = time.perf_counter(), 0
+
+    def note(self, text: str) -> None:
+        """A line for the terminal or the log file, without breaking the bar."""
+        if self.interactive:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def write(self, step: int, means: dict, groups: list, statistics: dict | None = None) -> None:
         if self.writer is None:
             self.writer = SummaryWriter(self.experiment.path / "log", purge_step=self.start + 1)
-        for name, value in means.items():
-            self.writer.add_scalar(f"loss/{name}", value, step)
         total = sum(means.values())
-        self.writer.add_scalar("loss/total", total, step)
-        for group in groups:
-            self.writer.add_scalar(f"lr/{group.name}", group.lr(), step)
-            self.writer.add_scalar(f"grad_norm/{group.name}", float(group.grad_norm), step)
         now = time.perf_counter()
         speed = self.examples / max(now - self.clock, 1e-9)
-        self.clock, self.examples = now, 0
+        self.restart_clock()
+        row = {f"loss/{name}": value for name, value in means.items()} | {"loss/total": total}
+        for group in groups:
+            row[f"lr/{group.name}"] = group.lr()
+            row[f"grad_norm/{group.name}"] = float(group.grad_norm)
+        row |= statistics or {}
+        for tag, value in row.items():
+            self.writer.add_scalar(tag, value, step)
+        self._append_csv({"step": step} | row | {"examples_per_s": speed})
         if self.interactive:
             self.bar.set_postfix(loss=f"{total:.4f}", lr=f"{groups[0].lr():.2e}")
         else:
@@ -440,6 +525,33 @@ class TrainingLog:
             lrs = "  ".join(f"lr/{group.name} {group.lr():.2e}" for group in groups)
             print(f"{self.experiment.name} step {step}/{self.total_step}  loss {total:.4f}  "
                   f"{terms}  {lrs}  {speed:.1f} examples/s", file=sys.stderr, flush=True)
+
+    def _append_csv(self, row: dict) -> None:
+        path = self.experiment.path / TRAIN_LOG
+        try:
+            if self.csv_columns is None:  # the first row of this run
+                self._start_csv(path, list(row))
+            with open(path, "a", newline="") as file:
+                csv.DictWriter(file, self.csv_columns, restval="").writerow(row)
+        except OSError as error:
+            raise UserError(f"cannot write {path} ({error.strerror or error}): free disk space or "
+                            f"fix the permissions of {self.experiment.path}") from None
+
+    def _start_csv(self, path, columns: list) -> None:
+        """Keep the complete rows up to `start` (a killed run may have logged past its last
+        checkpoint, or died mid-line) and rewrite the file with them, atomically."""
+        header, kept = None, []
+        if path.is_file():
+            with open(path, newline="") as file:
+                reader = csv.reader(file)
+                header = next(reader, None)
+                kept = [line for line in reader if header and len(line) == len(header)
+                        and line[0].isdigit() and int(line[0]) <= self.start]
+        self.csv_columns = (header + [c for c in columns if c not in header]) if kept else columns
+        lines = [self.csv_columns] + [line + [""] * (len(self.csv_columns) - len(line)) for line in kept]
+        text = io.StringIO()
+        csv.writer(text).writerows(lines)
+        self.experiment.write_text(TRAIN_LOG, text.getvalue())
 
     def close(self) -> None:
         self.bar.close()  # before any error message, which would otherwise be glued to it
@@ -458,14 +570,16 @@ def train(run: TrainingRun) -> None:
         run.teacher.eval()
 
     total_step = args.total_step
-    sums, summed_steps = defaultdict(float), 0  # loss terms since the last log, on the device
+    # Loss terms and statistics since the last log, summed on the device: no host
+    # synchronisation inside a step.
+    sums, statistics, summed_steps = defaultdict(float), {}, 0
     guard = NonFiniteGuard()
     log = TrainingLog(experiment, start, total_step)
     step = start
     try:
         for step in range(start + 1, total_step + 1):
             rows = order.next_batch()
-            terms = training_step(run, groups, rows, args.accum_step)
+            terms = training_step(run, groups, rows, args.accum_step, statistics)
             log.step(len(rows))
             guard.update(terms, groups, step)
             for name, value in terms.items():
@@ -477,11 +591,15 @@ def train(run: TrainingRun) -> None:
                 # Host synchronisation happens only here and at checkpoints.
                 guard.check(experiment)
                 means = {name: float(value) / summed_steps for name, value in sums.items()}
-                sums, summed_steps = defaultdict(float), 0
-                log.write(step, means, groups)
+                watched = {name: float(value) / summed_steps for name, value in statistics.items()}
+                sums, statistics, summed_steps = defaultdict(float), {}, 0
+                log.write(step, means, groups, watched)
             if step % args.ckpt_step == 0 or last:
                 guard.check(experiment)  # never save a diverged model
-                save(run, groups, order, step)
+                save_weights(run, groups, step)
+                first_results = evaluate_checkpoint(run, step, log) if run.eval_data else None
+                save_train_state(run, groups, order, step)  # only now does --resume reach `step`
+                prune_checkpoints(run, step, first_results)
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
         stopped = f"training of {experiment.name} stopped at step {step} of {total_step}"
@@ -495,3 +613,4 @@ def train(run: TrainingRun) -> None:
     steps = experiment.checkpoint_steps()
     print(f"done: checkpoint{'s' * (len(steps) > 1)} at step{'s' * (len(steps) > 1)} "
           f"{', '.join(map(str, steps))} in {experiment.path}")
+

@@ -48,6 +48,12 @@ def run_script(script: str, *flags, cwd, check=True) -> subprocess.CompletedProc
     return result
 
 
+def scores(path):
+    """A results_<split>.csv without its speed columns, which differ from run to run."""
+    import pandas as pd
+    return pd.read_csv(path).drop(columns=["examples_per_s", "device"])
+
+
 def flags(text: str) -> list[str]:
     """Flags written as in the README's shell commands (backslash line continuations)."""
     return text.replace("\\\n", " ").split()

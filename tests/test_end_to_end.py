@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import flags, run_script
+from conftest import flags, run_script, scores
 from fine_tune.data import LABELS, load_tokenized
 from fine_tune.evaluation import predict
 from fine_tune.modeling import build_classifier, load_tokenizer
@@ -106,9 +106,9 @@ def test_evaluation_table_results_file_and_reproducibility(teacher):
         best = results.loc[results["accuracy"].idxmax()]
         assert f"best (accuracy): model-{int(best['step'])}.pt" in result.stdout
     # Evaluating again, with another batch size, gives the same numbers.
-    first = pd.read_csv(folder / "results_dev_matched.csv")
+    first = scores(folder / "results_dev_matched.csv")
     run_script("run_fine_tune_eval.py", *eval_flags("dev_matched", batch_size=7), cwd=work)
-    pd.testing.assert_frame_equal(first, pd.read_csv(folder / "results_dev_matched.csv"))
+    pd.testing.assert_frame_equal(first, scores(folder / "results_dev_matched.csv"))
 
 
 def test_reloaded_checkpoint_gives_identical_predictions(teacher):

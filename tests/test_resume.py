@@ -49,9 +49,9 @@ elif mode == "kill_during_save":
 elif mode == "nan_at_step":
     guard_update, calls = trainer.NonFiniteGuard.update, [0]
     accumulate = trainer.accumulate_gradients
-    def poisoned(run, rows, accum_step):
+    def poisoned(run, rows, accum_step, *statistics):
         calls[0] += 1
-        terms = accumulate(run, rows, accum_step)
+        terms = accumulate(run, rows, accum_step, *statistics)
         if calls[0] >= int(arg):
             name = sorted(terms)[-1]
             terms[name] = terms[name] * float("nan")
