@@ -4,7 +4,8 @@ It writes a small learnable NLI data set in GLUE's MNLI layout and a tiny BERT (
 weights, WordPiece vocabulary trained on the demo text) under demo/, then runs the same
 entry-point functions as the README's commands, with small sizes and step counts:
 teacher fine-tuning, evaluation of every checkpoint on dev_matched and dev_mismatched,
-test-set submission files, and a final table of accuracies per model.
+test-set submission files, a final table of accuracies per model, and the report of
+all experiments with its plots (python -m fine_tune.report --plots).
 """
 import shlex
 import time
@@ -18,6 +19,8 @@ from fine_tune.errors import run_cli
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
 from fine_tune.lad import distil_lad, distil_lad_no, distil_partial_lad
 from fine_tune.pkd import distil_pkd
+from fine_tune.report import build_parser as report_parser
+from fine_tune.report import report
 from fine_tune.settings import Settings
 from fine_tune.teacher import fine_tune_teacher
 
@@ -96,6 +99,7 @@ def demo(args) -> None:
     print(f"{'model':<24}{'dev_matched':>14}{'dev_mismatched':>16}")
     for row in table:
         print(f"{row['model']:<24}{row['dev_matched']:>14.4f}{row['dev_mismatched']:>16.4f}")
+    run("-m fine_tune.report", report_parser, report, f"--exp_dir {exp_dir} --plots", "")
     print(f"\nExperiments, checkpoints, results and submission files are in {exp_dir}/")
 
 

@@ -5,7 +5,8 @@ parameter count, seed, and for each evaluated split the score of the checkpoint 
 on --select_on (default: the task's dev split; MNLI's dev_matched) and the best score on
 that split itself, with its step. Runs that differ only in --seed are grouped into
 mean ± standard deviation in a second table. Printed, and written as exp/report.csv and
-exp/report.md.
+exp/report.md; with --plots, PNGs in exp/plots/: each task's dev metric against step
+(one line per experiment), each experiment's training loss terms, and LAD's gate values.
 """
 import json
 from pathlib import Path
@@ -65,16 +66,20 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
     chosen = None
     if selection in tables and len(tables[selection]):
         first = task.metrics[0]
-        chosen = int(tables[selection].loc[tables[selection][first].idxmax(), "step"])
-        row["selected_step"] = chosen
+        selected = tables[selection].loc[tables[selection][first].idxmax()]
+        chosen = row["selected_step"] = int(selected["step"])
+        if "examples_per_s" in selected:  # (results written before the speed was recorded lack it)
+            row["examples/s"] = f"{float(selected['examples_per_s']):.1f}"
+            row["eval device"] = selected["device"]
     for split, table in tables.items():
         metric = task.metrics[0]
         if chosen is not None and chosen in set(table["step"]):
             row[f"{split} {metric}"] = float(table.loc[table["step"] == chosen, metric].iloc[0])
         best = table.loc[table[metric].idxmax()]
         row[f"{split} best {metric}"] = f"{best[metric]:.4f} @{int(best['step'])}"
-    row["_key"] = json.dumps({k: v for k, v in config.items() if k not in NOT_A_DIFFERENCE},
-                             sort_keys=True, default=str)
+    # Same method (as the report names it: older configs lack "method") and settings.
+    row["_key"] = json.dumps({k: v for k, v in config.items() if k not in NOT_A_DIFFERENCE}
+                             | {"method": row["method"]}, sort_keys=True, default=str)
     return row
 
 
@@ -125,6 +130,11 @@ def report(args) -> None:
     (exp_dir / "report.md").write_text(f"{header}\n\n{markdown(table)}\n\nRuns that differ only "
                                        f"in --seed:\n\n{markdown(groups)}\n")
     print(f"\nwritten to {exp_dir / 'report.csv'} and {exp_dir / 'report.md'}")
+    if args.plots:
+        from fine_tune.plots import write_plots
+        written = write_plots(exp_dir, table, args.select_on)
+        print(f"plots ({len(written)}) written to {exp_dir / 'plots'}: "
+              + ", ".join(path.name for path in written))
 
 
 def markdown(frame) -> str:
@@ -149,6 +159,11 @@ def build_parser():
     parser.add_argument("--select_on", default=None,
                         help="split whose best checkpoint (by the task's first metric) is reported "
                              "on every split (default: the task's dev split)")
+    parser.add_argument("--plots", action="store_true",
+                        help="also write PNGs to <exp_dir>/plots/: per task, the --select_on "
+                             "split's first metric against step for every experiment; per "
+                             "experiment, its training loss terms (train_log.csv) and, for LAD, "
+                             "LAD-NO and partial LAD, each gate's mean z against step")
     return parser
 
 

@@ -4,6 +4,9 @@ from pathlib import Path
 from fine_tune.errors import UserError
 from fine_tune.glue import get_task
 
+# The training log's table in each experiment folder (fine_tune.trainer writes it).
+TRAIN_LOG = "train_log.csv"
+
 
 def dev_split(task) -> str:
     """The split a task's "best" checkpoint is chosen on: its dev split (MNLI's matched one;

@@ -25,6 +25,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, prepared_attention_mask
 from fine_tune.progress import interactive, progress
+from fine_tune.results import TRAIN_LOG
 from fine_tune.settings import derive
 
 
@@ -465,9 +466,6 @@ def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
         if old not in keep:  # the model first: a listed checkpoint always has its gates
             for kind in ("model", "gate"):
                 experiment.checkpoint_path(old, kind).unlink(missing_ok=True)
-
-
-TRAIN_LOG = "train_log.csv"
 
 
 class TrainingLog:

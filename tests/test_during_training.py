@@ -1,0 +1,113 @@
+"""--eval_during_training, --keep_checkpoints, train_log.csv and LAD's gate values: a run
+that evaluates and prunes as it goes, killed and resumed, ends as a plain run does."""
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run_script, scores, seed_flags
+from fine_tune import cli
+from fine_tune.evaluation import evaluate_checkpoints
+from fine_tune.experiment import Experiment
+from fine_tune.lad import GatedObjective, lad_no_targets, lad_targets
+from fine_tune.settings import Settings
+from test_resume import LAD, TEACHER, assert_bitwise_equal, run_hooked, weights
+
+DURING = ["--eval_during_training", "dev_matched,dev_mismatched", "--keep_checkpoints", "1"]
+
+
+def test_lad_evaluated_and_pruned_during_training_resumes_bitwise(workdir):
+    work = workdir
+    run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work)
+    shutil.copytree(work / "exp", work / "ref")
+    run_script("run_lad_distil.py", *seed_flags(LAD, exp_dir="ref"), cwd=work)  # no new flags
+    lad = seed_flags(LAD, ckpt_step=3) + DURING
+    killed = run_hooked("kill_after_step", 8, "run_lad_distil.py", lad, work)
+    assert killed.returncode == -9
+    folder, reference = work / "exp" / "LAD_bert_mnli", work / "ref" / "LAD_bert_mnli"
+    # Killed after step 8: step 6's checkpoint was evaluated, then step 3's pruned.
+    assert scores(folder / "results_dev_matched.csv")["step"].tolist() == [3, 6]
+    resumed = run_script("run_lad_distil.py", *lad, "--resume", cwd=work)
+    assert "resuming LAD_bert_mnli from step 6" in resumed.stdout
+
+    # Training is unchanged by evaluating, pruning, the kill and the resume.
+    for kind in ("model", "gate"):
+        assert_bitwise_equal(weights(folder, 14, kind), weights(reference, 14, kind))
+
+    # Every checkpoint was evaluated once per split; the most recent and the best on the
+    # first split are kept (model and gates), the others deleted.
+    dev = scores(folder / "results_dev_matched.csv")
+    assert dev["step"].tolist() == [3, 6, 9, 12, 14]
+    assert scores(folder / "results_dev_mismatched.csv")["step"].tolist() == [3, 6, 9, 12, 14]
+    best = int(dev.loc[dev["accuracy"].idxmax(), "step"])
+    kept = sorted({best, 14})
+    assert Experiment(work / "exp", "LAD", "bert", "mnli").checkpoint_steps() == kept
+    assert sorted(int(p.stem.split("-")[1]) for p in folder.glob("gate-*.pt")) == kept
+    # The rows are what run_fine_tune_eval.py --ckpt gives for a kept checkpoint.
+    evaluate_checkpoints(Settings(**vars(cli.eval_parser().parse_args([
+        "--experiment", "LAD", "--dataset", "dev_matched", "--ckpt", "14", "--device_id", "-1",
+        "--data_dir", str(work / "data" / "fine_tune"), "--exp_dir", str(work / "exp")]))))
+    pd.testing.assert_frame_equal(scores(folder / "results_dev_matched.csv"), dev)
+    events = EventAccumulator(str(folder / "log" / "eval" / "dev_matched")).Reload()
+    points = {e.step: e.value for e in events.Scalars("eval/dev_matched/accuracy")}
+    assert points == pytest.approx(dict(zip(dev["step"], dev["accuracy"])))
+
+    # train_log.csv: one row per --log_step, the killed run's rows past step 6 replaced,
+    # equal to the uninterrupted run's; every gate's mean z, in (0, 1).
+    log, reference_log = (pd.read_csv(f / "train_log.csv").drop(columns="examples_per_s")
+                          for f in (folder, reference))
+    assert log["step"].tolist() == [3, 6, 9, 12, 14]
+    pd.testing.assert_frame_equal(log, reference_log)
+    gates = [c for c in log.columns if c.startswith("gate_z/")]
+    assert gates == ["gate_z/H_2", "gate_z/H_3", "gate_z/H_4"]  # 4-layer teacher: A_2 .. A_4
+    assert ((log[gates] > 0) & (log[gates] < 1)).all().all()
+    events = EventAccumulator(str(reference / "log")).Reload()
+    assert [e.step for e in events.Scalars("gate_z/H_3")] == [3, 6, 9, 12, 14]
+    assert events.Scalars("gate_z/H_3")[-1].value == pytest.approx(log["gate_z/H_3"].iloc[-1])
+
+
+def test_gate_statistics_are_each_gates_mean_z():
+    torch.manual_seed(0)
+    args = Settings(mu=1.0, hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, task="mnli")
+    cpu = torch.device("cpu")
+    for targets, names in ((lad_targets(6, 3), ["H_2", "H_3", "H_4", "H_5", "H_6"]),
+                           (lad_no_targets(6, 3), ["H_2", "H_4", "H_6"])):
+        objective = GatedObjective(args, targets, cpu, cpu, d_model=8, max_seq_len=5)
+        assert objective.statistics() == {}  # nothing before the first forward
+        teacher = [torch.randn(3, 5, 8) for _ in range(6)]
+        objective.hidden_terms([torch.randn(3, 5, 8) for _ in range(3)], teacher)
+        statistics = objective.statistics()
+        assert list(statistics) == [f"gate_z/{name}" for name in names]
+        # By hand: gate g's z = sigmoid(W x + b) on its "previous" input.
+        if targets[0][0] == "gate":
+            previous = [teacher[t[1] - 1] for t in targets]
+        else:
+            previous, aggregate = [], teacher[0]
+            for gate, layer in zip(objective.gates, teacher[1:]):
+                previous.append(aggregate)
+                aggregate = gate(aggregate, layer)
+        for gate, name, x in zip(objective.gates, names, previous):
+            expected = torch.sigmoid(gate.linear(x)).mean().detach()
+            assert statistics[f"gate_z/{name}"] == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--eval_during_training", "test_matched"], "argument --eval_during_training: expected "
+     "labelled splits separated by commas"),
+    (["--eval_during_training", "dev_matched,dev_matched"], "names a split twice"),
+    (["--keep_checkpoints", "0"], "argument --keep_checkpoints: must be a positive integer"),
+])
+def test_bad_during_training_flags_are_one_line(workdir, flag, message):
+    result = run_script("run_fine_tune.py", *seed_flags(TEACHER), *flag, cwd=workdir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_split_the_task_lacks_stops_before_anything_is_written(workdir):
+    result = run_script("run_fine_tune.py", *seed_flags(TEACHER), "--eval_during_training", "dev",
+                        cwd=workdir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "dev" in result.stderr.strip().splitlines()[-1]
+    assert not (workdir / "exp").exists()
