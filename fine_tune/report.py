@@ -84,7 +84,8 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
 
 
 def seed_groups(rows):
-    """Mean ± std (n) of every numeric score over runs that differ only in --seed."""
+    """Mean ± sample std (n) of every score over runs that differ only in --seed (the
+    method, as named in the report, included)."""
     import pandas as pd
     frame = pd.DataFrame(rows)
     scores = [c for c in frame.columns if " best " not in c and c.split(" ")[0] in
@@ -95,9 +96,10 @@ def seed_groups(rows):
                  "method": group["method"].iloc[0], "n": len(group)}
         for column in scores:
             values = group[column].dropna()
-            if len(values):
-                std = values.std(ddof=1) if len(values) > 1 else 0.0
-                entry[column] = f"{values.mean():.4f} ± {std:.4f} (n={len(values)})"
+            if len(values) > 1:  # the sample standard deviation
+                entry[column] = f"{values.mean():.4f} ± {values.std(ddof=1):.4f} (n={len(values)})"
+            elif len(values):  # one run: no spread to show
+                entry[column] = f"{values.iloc[0]:.4f} (n=1)"
         groups.append(entry)
     return pd.DataFrame(groups)
 
