@@ -50,8 +50,12 @@ def test_gpu_and_cpu_evaluation_agree(work):
 
 def test_teacher_on_the_cpu_student_and_gates_on_the_gpu(work):
     run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(
-        tdevice_id=-1, experiment="LAD_mixed")), cwd=work)
-    assert (work / "exp" / "LAD_mixed_bert_mnli" / "model-5.pt").is_file()
+        tdevice_id=-1, experiment="LAD_mixed")), "--eval_during_training", "dev_matched",
+        "--keep_checkpoints", "1", cwd=work)
+    folder = work / "exp" / "LAD_mixed_bert_mnli"
+    assert (folder / "model-5.pt").is_file()
+    results = pd.read_csv(folder / "results_dev_matched.csv")
+    assert set(results["device"]) == {"cuda:0"} and results["accuracy"].between(0, 1).all()
 
 
 def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work):
@@ -80,11 +84,13 @@ def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work
     training_step(run, groups, torch.arange(8), 1)  # warm-up: first calls may allocate and sync
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
+    statistics = {}  # the gates' mean z, summed on the device as the losses are
     try:
-        terms = training_step(run, groups, torch.arange(8, 16), 2)
+        terms = training_step(run, groups, torch.arange(8, 16), 2, statistics)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(t.dtype == torch.float32 and t.device == cuda for t in terms.values())
+    assert len(statistics) == 11 and all(t.device == cuda for t in statistics.values())
     assert all(bool(t.isfinite()) for t in terms.values())
     assert all(p.dtype == torch.float32 for p in student.parameters())
 
