@@ -8,7 +8,7 @@ import difflib
 import importlib
 import sys
 
-from fine_tune.errors import run_cli
+from fine_tune.errors import quiet_process, run_cli
 from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS, TRAINABLE_TASKS
 from fine_tune.settings import Settings
 
@@ -29,8 +29,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        """One line naming the bad flag, instead of argparse's usage dump."""
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        """One line naming the bad flag, instead of argparse's usage dump (under torchrun
+        every process parses the same flags: rank 0 says it)."""
+        self.exit(2, None if quiet_process() else f"error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):
         # Unknown flags first: a misspelt required flag (--experimnet) would otherwise be

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertModel, set_seed
 from transformers.utils import logging as hf_logging
 
+from fine_tune import distributed
 from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
@@ -202,50 +203,62 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
     student; `gate_config(objective)` describes the objective's gates for gate_config.json;
     `depths(L)` the student depths the method takes (default 1..L) and `method_misfits`
     its own flag checks (see student_misfits)."""
-    check_training_args(args)
-    if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
-        raise UserError(f"--experiment {args.experiment} is the teacher's own experiment "
-                        f"(--teacher_exp {args.teacher_exp}): the student would overwrite its "
-                        "teacher; choose another --experiment")
-    experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
-    device = resolve_device(args.device_id)
-    teacher_device = resolve_device(args.tdevice_id, "--tdevice_id", default=device)
-    gate_device = resolve_device(getattr(args, "gate_device_id", None), "--gate_device_id",
-                                 default=device)
-    teacher_experiment, teacher, teacher_args = load_teacher(args)
-    student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits)
-    tokenizer = load_experiment_tokenizer(teacher_experiment)
+    with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
+        check_training_args(args)
+        if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
+            raise UserError(f"--experiment {args.experiment} is the teacher's own experiment "
+                            f"(--teacher_exp {args.teacher_exp}): the student would overwrite its "
+                            "teacher; choose another --experiment")
+        experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
+        device = distributed.select_device(args)  # under torchrun: the rank's, for all roles
+    distributed.start(device)
+    teacher_device, gate_device = device, device
+    if not distributed.active():
+        teacher_device = resolve_device(args.tdevice_id, "--tdevice_id", default=device)
+        gate_device = resolve_device(getattr(args, "gate_device_id", None), "--gate_device_id",
+                                     default=device)
     # The student reads what its teacher read, and starts from the teacher's pre-trained
     # model; config.json records the devices used. (A new Settings: the flags stay as given.)
-    inherited = {name: teacher_args[name] for name in ("max_seq_len", "ptrain_ver", "num_class")}
-    args = derive(args, **inherited, method=method, device_id=device_id(device),
-                  tdevice_id=device_id(teacher_device),
+    args = derive(args, method=method, device_id=device_id(device),
+                  tdevice_id=device_id(teacher_device), world_size=distributed.world_size(),
                   **({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
                      else {}))
-    teacher_layers = teacher.config.num_hidden_layers
 
-    set_seed(args.seed)
-    config = student_config(args, teacher.config)
-    student = build_classifier(config.to_dict())
-    pairs = (init_pairs or default_init_pairs)(args, teacher_layers)
-    pretrained = load_pretrained_encoder(args.ptrain_ver)
-    if pretrained.config.vocab_size != teacher.config.vocab_size:
-        raise UserError(f"teacher and student vocabularies differ: the teacher has "
-                        f"{teacher.config.vocab_size} tokens but {args.ptrain_ver!r}, which "
-                        f"initialises the student, has {pretrained.config.vocab_size}; the "
-                        f"teacher's --ptrain_ver must still name the model it was trained from")
-    initialise_student(student, pretrained, pairs, copy_embeddings=args.init_embeddings == "copy")
-    objective = make_objective(args, teacher_layers, device, gate_device)
-    check_padding(args, objective)
-    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
-    eval_data = load_eval_data(args, tokenizer, args.max_seq_len)  # --eval_during_training
+    def build():
+        teacher_experiment, teacher, teacher_args = load_teacher(args)
+        student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits)
+        tokenizer = load_experiment_tokenizer(teacher_experiment)
+        inherited = {name: teacher_args[name] for name in ("max_seq_len", "ptrain_ver", "num_class")}
+        settings = derive(args, **inherited)
+        teacher_layers = teacher.config.num_hidden_layers
+        set_seed(settings.seed)
+        config = student_config(settings, teacher.config)
+        student = build_classifier(config.to_dict())
+        pairs = (init_pairs or default_init_pairs)(settings, teacher_layers)
+        pretrained = load_pretrained_encoder(settings.ptrain_ver)
+        if pretrained.config.vocab_size != teacher.config.vocab_size:
+            raise UserError(f"teacher and student vocabularies differ: the teacher has "
+                            f"{teacher.config.vocab_size} tokens but {settings.ptrain_ver!r}, which "
+                            f"initialises the student, has {pretrained.config.vocab_size}; the "
+                            f"teacher's --ptrain_ver must still name the model it was trained from")
+        initialise_student(student, pretrained, pairs,
+                           copy_embeddings=settings.init_embeddings == "copy")
+        objective = make_objective(settings, teacher_layers, device, gate_device)
+        check_padding(settings, objective)
+        return settings, teacher, tokenizer, student, objective
+    args, teacher, tokenizer, student, objective = distributed.agreed(build)
+    data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
+        load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
+        load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
     args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
-        experiment.write_json("model_config.json", student.config.to_dict())
-        if gate_config is not None:
-            experiment.write_json("gate_config.json", gate_config(objective))
-        save_tokenizer(tokenizer, experiment)
+        def write():
+            experiment.write_json("model_config.json", student.config.to_dict())
+            if gate_config is not None:
+                experiment.write_json("gate_config.json", gate_config(objective))
+            save_tokenizer(tokenizer, experiment)
+        distributed.agreed(write, main_only=True)
         train(TrainingRun(args, experiment, student.to(device), device, objective, data,
                           teacher=teacher.to(teacher_device), teacher_device=teacher_device,
                           eval_data=eval_data))

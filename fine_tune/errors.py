@@ -1,4 +1,5 @@
 """User-facing errors: one clear line on stderr, non-zero exit, no traceback."""
+import os
 import sys
 
 
@@ -6,21 +7,42 @@ class UserError(Exception):
     """A mistake in the user's input or environment; the message names the fix."""
 
 
-class Interrupted(UserError):
-    """Ctrl-C: the message says where the run stopped and how to continue it."""
+class SharedError(UserError):
+    """Raised alike on every torchrun process (an error they agreed on): printed once, by
+    rank 0."""
+
+
+class Interrupted(SharedError):
+    """Ctrl-C: the message says where the run stopped and how to continue it (every
+    process gets the signal; rank 0 says it)."""
+
+
+def quiet_process() -> bool:
+    """A torchrun process other than rank 0: it prints no output and no shared errors."""
+    return os.environ.get("RANK", "0") != "0"
 
 
 def run_cli(main, args) -> None:
     """Run an entry point; report a UserError as a single line and exit with status 2
     (130 for Ctrl-C, as a shell does)."""
+    if quiet_process():  # rank 0 speaks for all; stderr stays open for the others' own errors
+        sys.stdout = open(os.devnull, "w")
     try:
         main(args)
-    except Interrupted as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(130)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        if not (isinstance(error, SharedError) and quiet_process()):
+            print(f"error: {error}", file=sys.stderr)
+        sys.exit(130 if isinstance(error, Interrupted) else 2)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if not quiet_process():
+            print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun: leave the process group cleanly (torch is imported by then)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()

@@ -3,7 +3,6 @@
 Both read only the experiment folder (config, architecture, tokenizer, checkpoints),
 so the same commands serve teachers and students.
 """
-import sys
 import time
 
 import numpy as np
@@ -12,14 +11,15 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from torch.utils.tensorboard import SummaryWriter
 
+from fine_tune import distributed
 from fine_tune.data import TokenizedSplit, load_tokenized, task_file
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.modeling import (autocast, load_architecture, load_experiment_tokenizer,
-                                prepared_attention_mask, resolve_device)
-from fine_tune.progress import interactive, progress
+                                prepared_attention_mask)
+from fine_tune.progress import interactive, log_line, progress
 
 # Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
 # ids (f1 is for the class "1", as GLUE scores MRPC and QQP) or scores.
@@ -38,17 +38,23 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
             desc: str = "predict", amp: bool = False) -> np.ndarray:
     """The model's outputs (logits, float32 [N, outputs]) in file order. Examples are
     batched by length and each batch is cut to its longest example: padding is masked,
-    so the logits do not change."""
+    so the logits do not change. Under torchrun each rank computes every world-size-th
+    batch (the same batches as one process) and all ranks get every row."""
     model.eval()
     order = torch.argsort(data.lengths.long(), stable=True)
     outputs = torch.empty(len(data), model.config.num_labels, dtype=torch.float32)
-    for rows in progress(order.split(batch_size), desc=desc, unit="batch", leave=False):
+    mine = order.split(batch_size)[distributed.rank()::distributed.world_size()]
+    for rows in progress(mine, desc=desc, unit="batch", leave=False):
         batch = data.batch(rows, trim=True)
         batch.pop("labels", None)
         with autocast([device], amp):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**prepared_attention_mask(inputs)).logits
         outputs[rows] = logits.float().cpu()
+    if distributed.active():  # each row comes from exactly one rank: none twice, none lost
+        done = torch.cat(mine) if mine else torch.zeros(0, dtype=torch.long)
+        for rows, logits in distributed.gather_objects((done, outputs[done])):
+            outputs[rows] = logits
     return outputs.numpy()
 
 
@@ -80,23 +86,33 @@ def submission_values(task, predicted: np.ndarray) -> list:
 
 def _load(args, output: str, step=None):
     """The experiment, its model (weights not yet loaded), the split's token ids, the device.
-    `output` (relative to the experiment) must be writable before anything is computed."""
-    task_file(args.task, args.dataset)  # the task has that split
-    task = get_task(args.task)
-    experiment = Experiment(args.exp_dir, args.experiment, args.model, task.trained_as).require()
-    config = experiment.config()
-    steps = experiment.checkpoint_steps()
-    if not steps:
-        raise UserError(f"{experiment.describe_checkpoints(steps)}, or wait for its first "
-                        "--ckpt_step")
-    if step is not None and step not in steps:
-        raise UserError(f"{experiment.checkpoint_path(step)} not found; "
-                        f"{experiment.describe_checkpoints(steps)}: pick one with --ckpt")
-    device = resolve_device(args.device_id)
-    tokenizer = load_experiment_tokenizer(experiment)
-    model = load_architecture(experiment).to(device)
-    experiment.check_writable(output)
-    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"])
+    `output` (relative to the experiment) must be writable before anything is computed.
+    Under torchrun every rank loads them (rank 0 checks `output`; a problem on any rank
+    stops all of them with one line)."""
+    with distributed.same_on_every_rank():
+        task_file(args.task, args.dataset)  # the task has that split
+        device = distributed.select_device(args)
+    distributed.start(device)
+
+    def load():
+        task = get_task(args.task)
+        experiment = Experiment(args.exp_dir, args.experiment, args.model, task.trained_as).require()
+        config = experiment.config()
+        steps = experiment.checkpoint_steps()
+        if not steps:
+            raise UserError(f"{experiment.describe_checkpoints(steps)}, or wait for its first "
+                            "--ckpt_step")
+        if step is not None and step not in steps:
+            raise UserError(f"{experiment.checkpoint_path(step)} not found; "
+                            f"{experiment.describe_checkpoints(steps)}: pick one with --ckpt")
+        tokenizer = load_experiment_tokenizer(experiment)
+        model = load_architecture(experiment).to(device)
+        if distributed.is_main():  # the only writer
+            experiment.check_writable(output)
+        return experiment, model, tokenizer, config, steps
+    experiment, model, tokenizer, config, steps = distributed.agreed(load)
+    data = distributed.main_first(lambda: load_tokenized(  # rank 0 writes the token cache
+        args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"]))
     return experiment, model, data, device, steps
 
 
@@ -154,8 +170,9 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
         rows.append({"step": step} | score(model, task, data, args.batch_size, device,
                                            amp=args.amp == "bf16", desc=f"model-{step}"))
         if not interactive():  # a log file gets a line per checkpoint instead of a bar
-            print(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, rows[-1])}",
-                  file=sys.stderr, flush=True)
+            log_line(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, rows[-1])}")
+    if not distributed.is_main():  # rank 0 writes and prints for all
+        return None
     # One checkpoint (--ckpt) is merged into the earlier table; all of them replace it.
     results = record_results(experiment, task, args.dataset, rows, merge=one is not None)
     main = task.metrics[0]
@@ -183,6 +200,8 @@ def write_test_predictions(args) -> None:
     model.load_state_dict(experiment.load_checkpoint(args.ckpt))
     outputs = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}",
                       amp=args.amp == "bf16")
+    if not distributed.is_main():  # rank 0 writes for all
+        return
     values = submission_values(task, predictions(model, task, outputs))
     submission = pd.DataFrame({"index": data.index, "prediction": values})
     path = experiment.write_text(output, submission.to_csv(sep="\t", index=False))

@@ -142,7 +142,16 @@ class Experiment:
     def training(self, config: dict, overwrite: bool, resume: bool = False):
         """Hold the folder for one training run: locked against a second run, then
         continued (--resume, same settings), emptied (--overwrite) or made new. A folder
-        with checkpoints is never mixed with a new run."""
+        with checkpoints is never mixed with a new run. Under torchrun rank 0 does this
+        for all ranks, which wait for its verdict."""
+        from fine_tune import distributed
+        distributed.agreed(lambda: self._enter(config, overwrite, resume), main_only=True)
+        try:
+            yield self
+        finally:
+            self._unlock()
+
+    def _enter(self, config: dict, overwrite: bool, resume: bool) -> None:
         if overwrite and resume:
             raise UserError("--resume continues the experiment and --overwrite deletes it: pass one")
         existed = self.path.exists()
@@ -158,10 +167,6 @@ class Experiment:
             if not existed:
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
-        try:
-            yield self
-        finally:
-            self._unlock()
 
     def _lock(self) -> None:
         """flock on .lock: the kernel releases it when the process ends, even by kill -9,
@@ -207,6 +212,14 @@ class Experiment:
 
     def _check_same_run(self, config: dict) -> None:
         saved = self.config()
+        used, now = saved.get("world_size", 1), config.get("world_size", 1)  # (older runs: 1)
+        if used != now:
+            how = (f"torchrun --nproc_per_node {used} (over all machines: {used} processes)"
+                   if used > 1 else "a single process, without torchrun")
+            raise UserError(f"--resume with {now} process{'es' * (now > 1)}, but {self.name} was "
+                            f"trained by {used}: resume it with {how}; the data order and "
+                            "random states were saved for that many")
+        saved = saved | {"world_size": used}
         shown = lambda value: "(default)" if value is None else repr(value)  # noqa: E731
         changed = [f"--{key} {shown(saved.get(key))} -> {shown(value)}"
                    for key, value in sorted(config.items())

@@ -5,9 +5,12 @@ import sys
 
 from tqdm.auto import tqdm
 
+from fine_tune.errors import quiet_process
+
 
 def interactive() -> bool:
-    return sys.stderr.isatty()
+    """Bars and live output: in a terminal, and under torchrun on rank 0 only."""
+    return sys.stderr.isatty() and not quiet_process()
 
 
 def progress(iterable=None, **kwargs):
@@ -15,3 +18,9 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("mininterval", 0.1)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def log_line(text: str) -> None:
+    """A line for a log file or a terminal, on stderr (under torchrun, rank 0's only)."""
+    if not quiet_process():
+        print(text, file=sys.stderr, flush=True)

@@ -3,40 +3,52 @@ import shutil
 
 from transformers import set_seed
 
+from fine_tune import distributed
 from fine_tune.data import NUM_CLASSES, load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
-                                load_pretrained_classifier, load_tokenizer, resolve_device)
+                                load_pretrained_classifier, load_tokenizer)
 from fine_tune.settings import derive
 from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
                                load_eval_data, resolve_schedule, train)
 
 
 def fine_tune_teacher(args) -> None:
-    # Everything that can fail on bad input happens before the experiment folder exists.
-    check_training_args(args)
-    device = resolve_device(args.device_id)
+    # Everything that can fail on bad input happens before the experiment folder exists
+    # (and the flags before the processes of a torchrun start talking).
+    with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
+        check_training_args(args)
+        device = distributed.select_device(args)
+    distributed.start(device)
     # What was left out, filled in (a new Settings; the parsed flags stay as given).
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
-                  device_id=device_id(device), method="teacher")
+                  device_id=device_id(device), method="teacher",
+                  world_size=distributed.world_size())
     experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
-    tokenizer = load_tokenizer(args.ptrain_ver)
-    set_seed(args.seed)
-    model = load_pretrained_classifier(args.ptrain_ver, get_task(args.task), args.dropout)
-    check_max_seq_len(args.max_seq_len, model.config)
-    check_tokenizer(tokenizer, model.config, args.ptrain_ver)
-    data = load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len)
-    eval_data = load_eval_data(args, tokenizer, args.max_seq_len)  # --eval_during_training
+
+    def load():
+        tokenizer = load_tokenizer(args.ptrain_ver)
+        set_seed(args.seed)
+        model = load_pretrained_classifier(args.ptrain_ver, get_task(args.task), args.dropout)
+        check_max_seq_len(args.max_seq_len, model.config)
+        check_tokenizer(tokenizer, model.config, args.ptrain_ver)
+        return tokenizer, model
+    tokenizer, model = distributed.agreed(load)
+    data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
+        load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
+        load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
     args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     objective = FineTuning(head_of(get_task(args.task)))
     check_padding(args, objective)
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
-        experiment.write_json("model_config.json", model.config.to_dict())
-        save_tokenizer(tokenizer, experiment)
+        def write():
+            experiment.write_json("model_config.json", model.config.to_dict())
+            save_tokenizer(tokenizer, experiment)
+        distributed.agreed(write, main_only=True)
         train(TrainingRun(args, experiment, model.to(device), device, objective, data,
                           eval_data=eval_data))
 

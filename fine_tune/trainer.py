@@ -11,6 +11,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +20,13 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_linear_schedule_with_warmup
 
+from fine_tune import distributed
 from fine_tune.data import NUM_CLASSES, TokenizedSplit, load_tokenized, task_file
-from fine_tune.errors import Interrupted, UserError
+from fine_tune.errors import Interrupted, SharedError, UserError
 from fine_tune.experiment import Experiment
 from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, prepared_attention_mask
-from fine_tune.progress import interactive, progress
+from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import TRAIN_LOG
 from fine_tune.settings import derive
 
@@ -174,11 +176,34 @@ class TrainingRun:
     amp: bool = field(init=False)              # --amp bf16: autocast forward passes
     dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
     devices: set = field(init=False)           # every device the step touches, found once
+    forward_model: nn.Module = field(init=False)  # `model`, or under torchrun its DDP wrapper
 
     def __post_init__(self):
         self.amp = getattr(self.args, "amp", "fp32") == "bf16"
         self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
         self.devices = set(self.roles().values())
+        self.forward_model = self.model
+        if distributed.active():
+            # Only the trained model is wrapped: the frozen teacher stays a plain module on
+            # every rank, and the objective's parameters (gates) are averaged by hand
+            # (distributed.average_gradients). The wrapper starts every rank from rank 0's
+            # weights; BERT's buffers are constants, so they are not broadcast each step.
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel
+            options = inspect.signature(DistributedDataParallel).parameters
+            no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in options
+                              else {"broadcast_buffers": False})  # (the name before torch 2.13)
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                **no_buffer_sync)
+
+    def gradient_sync(self, last: bool):
+        """Under torchrun, the student's gradients are all-reduced in the backward pass of
+        the last micro-batch of a step only (no_sync for the others)."""
+        if last or self.forward_model is self.model:
+            return nullcontext()
+        return self.forward_model.no_sync()
 
     def roles(self) -> dict:
         """The device of each part of the step."""
@@ -271,7 +296,7 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     with autocast(run.devices, run.amp):
         inputs = prepared_attention_mask(_to(batch, run.device))
         labels = inputs.pop("labels")
-        outputs = run.model(**inputs, output_hidden_states=hidden)
+        outputs = run.forward_model(**inputs, output_hidden_states=hidden)
         teacher_outputs = None
         if run.teacher is not None:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
@@ -288,12 +313,22 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
                          statistics: dict | None = None) -> dict:
     """Backward over the batch `rows` in `accum_step` micro-batches; the gradients are those
     of the full batch's mean loss. Returns the batch's loss terms (detached); the
-    objective's statistics are added, averaged the same way, to `statistics` if given."""
+    objective's statistics are added, averaged the same way, to `statistics` if given.
+
+    Under torchrun `rows` is the global batch: this rank computes its slice, weighted by
+    world size / len(rows) per row, so that the average over ranks is the full batch's
+    mean; the returned terms are this rank's share, averaged over ranks when logged."""
     batch_terms = defaultdict(float)
-    for chunk in rows.tensor_split(min(accum_step, len(rows))):  # a short last batch: no empty chunks
-        weight = len(chunk) / len(rows)           # each term is a micro-batch mean
-        terms = loss_terms(run, chunk)
-        sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
+    world = distributed.world_size()
+    local = distributed.shard(rows)
+    # A short last batch: no empty micro-batches. A rank left without rows (a last batch
+    # smaller than the world) still runs one, weighted 0, to join the reduction.
+    chunks = local.tensor_split(min(accum_step, len(local))) if len(local) else [rows[:1]]
+    for i, chunk in enumerate(chunks):
+        weight = len(chunk) * world / len(rows) if len(local) else 0.0  # terms are micro-batch means
+        with run.gradient_sync(last=i == len(chunks) - 1):
+            terms = loss_terms(run, chunk)
+            sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
         for name, value in terms.items():
             batch_terms[name] += value.detach().float() * weight
         if statistics is not None:
@@ -316,6 +351,7 @@ def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step
                   statistics: dict | None = None) -> dict:
     """One optimiser step on the batch `rows`: gradients, clipping, update, schedule."""
     terms = accumulate_gradients(run, rows, accum_step, statistics)
+    distributed.average_gradients(run.objective.parameters())  # LAD's gates, under torchrun
     for group in groups:
         group.step()
     return terms
@@ -375,6 +411,14 @@ class NonFiniteGuard:
             self.first_bad[key] = torch.where(bad, step, first)
 
     def check(self, experiment: Experiment) -> None:
+        """Raises if anything was not finite; under torchrun the ranks agree first (the
+        earliest step over all of them), so all stop together with the same message."""
+        if distributed.active() and self.first_bad:
+            keys = sorted(self.first_bad)
+            steps = torch.stack([self.first_bad[key] for key in keys])
+            never = torch.iinfo(steps.dtype).max
+            steps = distributed.min_over_ranks(torch.where(steps < 0, never, steps))
+            self.first_bad = dict(zip(keys, torch.where(steps == never, -1, steps).unbind()))
         bad = {name: int(step) for name, step in self.first_bad.items() if int(step) >= 0}
         if bad:
             (kind, name), step = min(bad.items(), key=lambda item: item[1])  # the first
@@ -382,7 +426,7 @@ class NonFiniteGuard:
                     else f"the {name}'s gradient is not finite (the loss was)")
             steps = experiment.checkpoint_steps()
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
-            raise UserError(f"step {step}: {what}; the run stopped without "
+            raise SharedError(f"step {step}: {what}; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
 
@@ -401,13 +445,15 @@ def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
         group.load_state_dict({"optimizer": state["optimizers"][group.name],
                                "scheduler": state["schedulers"][group.name]})
     order.load_state_dict(state["order"])
-    set_rng_state(run, state["rng"])
+    set_rng_state(run, state.get("rng_by_rank", [state["rng"]])[distributed.rank()])
     print(f"resuming {experiment.name} from step {step}")
     return step
 
 
 def save_weights(run: TrainingRun, groups: list, step: int) -> None:
-    """model-<step>.pt (and gate-<step>.pt), each written atomically."""
+    """model-<step>.pt (and gate-<step>.pt), each written atomically (by rank 0 alone)."""
+    if not distributed.is_main():
+        return
     run.experiment.save_checkpoint(run.model.state_dict(), step)
     if len(groups) > 1:
         run.experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
@@ -415,7 +461,11 @@ def save_weights(run: TrainingRun, groups: list, step: int) -> None:
 
 def save_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: int) -> None:
     """The state a resume needs, written after the step's weights: a kill before it leaves
-    the previous training state, which points at checkpoints that are all complete."""
+    the previous training state, which points at checkpoints that are all complete.
+    Under torchrun it holds every rank's random states (rank 0 writes it)."""
+    rngs = distributed.gather_objects(rng_state(run))
+    if not distributed.is_main():
+        return
     experiment = run.experiment
     states = [group.state_dict() for group in groups]
     experiment.save_train_state({
@@ -423,7 +473,8 @@ def save_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: in
         "optimizers": {g.name: s["optimizer"] for g, s in zip(groups, states)},
         "schedulers": {g.name: s["scheduler"] for g, s in zip(groups, states)},
         "order": order.state_dict(),
-        "rng": rng_state(run),
+        "rng": rngs[0],
+        **({"rng_by_rank": rngs} if len(rngs) > 1 else {}),
     })
 
 
@@ -436,11 +487,13 @@ def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog"):
     from fine_tune.glue import get_task
     task, first = get_task(run.args.task), None
     for split, data in run.eval_data.items():
+        # (under torchrun every rank predicts its share of the batches; rank 0 writes)
         row = score(run.model, task, data, run.args.eval_batch_size, run.device, amp=run.amp,
                     desc=f"{split} model-{step}")
-        table = record_results(run.experiment, task, split, [{"step": step} | row], merge=True)
-        first = table if first is None else first
-        log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
+        if distributed.is_main():
+            table = record_results(run.experiment, task, split, [{"step": step} | row], merge=True)
+            first = table if first is None else first
+            log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
     run.model.train()
     log.restart_clock()  # examples/s measures training alone
     return first
@@ -451,7 +504,7 @@ def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
     the best on the first --eval_during_training split. Runs after the training state
     points at model-<step>.pt, which is always among the most recent."""
     keep_count = getattr(run.args, "keep_checkpoints", None)
-    if keep_count is None:
+    if keep_count is None or not distributed.is_main():
         return
     experiment = run.experiment
     steps = [s for s in experiment.checkpoint_steps() if s <= step]
@@ -481,6 +534,7 @@ class TrainingLog:
         self.experiment, self.start, self.total_step = experiment, start, total_step
         self.writer = None
         self.csv_columns = None
+        self.quiet = not distributed.is_main()  # under torchrun rank 0 logs for all
         self.interactive = interactive()
         # Updated by hand: a bar that wraps the loop redraws a stale count when only
         # the postfix changes.
@@ -499,9 +553,11 @@ class TrainingLog:
         if self.interactive:
             self.bar.write(text, file=sys.stderr)
         else:
-            print(text, file=sys.stderr, flush=True)
+            log_line(text)
 
     def write(self, step: int, means: dict, groups: list, statistics: dict | None = None) -> None:
+        if self.quiet:
+            return
         if self.writer is None:
             self.writer = SummaryWriter(self.experiment.path / "log", purge_step=self.start + 1)
         total = sum(means.values())
@@ -521,8 +577,8 @@ class TrainingLog:
         else:
             terms = "  ".join(f"{name} {value:.4f}" for name, value in means.items())
             lrs = "  ".join(f"lr/{group.name} {group.lr():.2e}" for group in groups)
-            print(f"{self.experiment.name} step {step}/{self.total_step}  loss {total:.4f}  "
-                  f"{terms}  {lrs}  {speed:.1f} examples/s", file=sys.stderr, flush=True)
+            log_line(f"{self.experiment.name} step {step}/{self.total_step}  loss {total:.4f}  "
+                     f"{terms}  {lrs}  {speed:.1f} examples/s")
 
     def _append_csv(self, row: dict) -> None:
         path = self.experiment.path / TRAIN_LOG
@@ -562,6 +618,8 @@ def train(run: TrainingRun) -> None:
     groups = make_groups(run)
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
     start = restore(run, groups, order) if getattr(args, "resume", False) else 0
+    if start == 0 and distributed.rank() > 0:
+        torch.manual_seed(args.seed + 1_000_003 * distributed.rank())  # each rank its own dropout
     run.model.train()
     run.objective.train()
     if run.teacher is not None:
@@ -588,6 +646,8 @@ def train(run: TrainingRun) -> None:
             if step % args.log_step == 0 or last:
                 # Host synchronisation happens only here and at checkpoints.
                 guard.check(experiment)
+                # (under torchrun: averaged over the ranks, one all-reduce each)
+                sums, statistics = distributed.mean_over_ranks(sums), distributed.mean_over_ranks(statistics)
                 means = {name: float(value) / summed_steps for name, value in sums.items()}
                 watched = {name: float(value) / summed_steps for name, value in statistics.items()}
                 sums, statistics, summed_steps = defaultdict(float), {}, 0
@@ -608,6 +668,7 @@ def train(run: TrainingRun) -> None:
                           "--resume starts again from step 0") from None
     finally:
         log.close()
+    distributed.barrier()  # every rank ends after rank 0's last save
     steps = experiment.checkpoint_steps()
     print(f"done: checkpoint{'s' * (len(steps) > 1)} at step{'s' * (len(steps) > 1)} "
           f"{', '.join(map(str, steps))} in {experiment.path}")

@@ -30,6 +30,8 @@ def readme_commands():
             for name in PARSERS:
                 if line.startswith(f"python {name}"):
                     commands.append((name, line[len(f"python {name}"):].split()))
+                elif line.startswith("torchrun ") and f" {name} " in f"{line} ":
+                    commands.append((name, line.split(f" {name}", 1)[1].split()))
     return commands
 
 
@@ -41,6 +43,15 @@ def test_the_readme_has_the_commands_it_should():
     assert {"run_fine_tune.py", "run_lad_distil.py", "run_fine_tune_eval.py",
             "generate_test_prediction.py", "-m fine_tune.download", "-m fine_tune.submit"} <= scripts
     assert len(COMMANDS) >= 20
+
+
+def test_every_torchrun_command_names_a_script():
+    text = (ROOT / "README.md").read_text()
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+             for line in block.replace("\\\n", " ").splitlines() if line.startswith("torchrun ")]
+    assert len(lines) >= 3
+    for line in lines:
+        assert any(f" {name} " in f"{line} " for name in PARSERS if name.endswith(".py")), line
 
 
 @pytest.mark.parametrize("name, argv", COMMANDS, ids=[" ".join([n, *a])[:60] for n, a in COMMANDS])

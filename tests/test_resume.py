@@ -52,7 +52,8 @@ elif mode == "nan_at_step":
     def poisoned(run, rows, accum_step, *statistics):
         calls[0] += 1
         terms = accumulate(run, rows, accum_step, *statistics)
-        if calls[0] >= int(arg):
+        # (under torchrun, only on the rank POISON_RANK names, if set)
+        if calls[0] >= int(arg) and os.environ.get("POISON_RANK", os.environ.get("RANK")) == os.environ.get("RANK"):
             name = sorted(terms)[-1]
             terms[name] = terms[name] * float("nan")
         return terms

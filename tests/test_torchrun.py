@@ -1,0 +1,152 @@
+"""Training, evaluation and prediction under torchrun: 2 gloo processes on the CPU give
+what 1 process gives (same global batch, --dropout 0), write once, resume exactly, and
+stop together with one line."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, flags, run_script, scores, seed_flags
+from test_resume import HOOK, LAD, TEACHER, assert_bitwise_equal, weights
+
+# A short run with several checkpoints; no dropout, so the ranks' different dropout draws
+# cannot differ from one process's.
+SHORT = dict(total_step=6, ckpt_step=3, log_step=2, dropout=0)
+
+
+def torchrun(script, *args, cwd, nproc=2, hook=None, env=None, check=True):
+    """`torchrun --standalone --nproc_per_node N script args`, as a user would type it
+    (optionally through the kill/poison hook of test_resume)."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              f"--nproc_per_node={nproc}"]
+    if hook is not None:
+        (cwd / "hook.py").write_text(HOOK.format(root=str(ROOT)))
+        launch += [str(cwd / "hook.py"), *map(str, hook)]
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run([*launch, str(ROOT / script), *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, timeout=600, env=environment | (env or {}))
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun {script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def assert_close(a, b, tolerance=1e-6):
+    assert a.keys() == b.keys()
+    worst = max(float((a[name] - b[name]).abs().max()) for name in a)
+    assert worst <= tolerance, worst
+
+
+def our_errors(stderr: str) -> list[str]:
+    """Our one-line errors (torchrun adds its own failure report after them)."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture(scope="module")
+def work(assets, tmp_path_factory):
+    """The teacher trained by one process (exp/) and by two (two/), once for the module;
+    each test writes into folders of its own."""
+    _, data_dir, bert = assets
+    workdir = tmp_path_factory.mktemp("torchrun")
+    shutil.copytree(data_dir, workdir / "data" / "fine_tune")
+    os.symlink(bert, workdir / "tiny-bert")
+    teacher = seed_flags(TEACHER, **SHORT)
+    run_script("run_fine_tune.py", *teacher, cwd=workdir)
+    torchrun("run_fine_tune.py", *teacher, "--exp_dir", "two", cwd=workdir)
+    return workdir
+
+
+def test_two_processes_train_what_one_does(work):
+    one, two = work / "exp" / "teacher_base_bert_mnli", work / "two" / "teacher_base_bert_mnli"
+    # The teacher: 6 steps of a global batch of 32 (16 per rank, 2 micro-batches each).
+    for step in (3, 6):
+        assert_close(weights(one, step), weights(two, step))
+    moved = max(float((weights(one, 6)[n] - weights(one, 3)[n]).abs().max()) for n in weights(one, 3))
+    assert moved > 1e-4  # three steps move the weights far more than the tolerance
+    assert pd.read_json(two / "config.json", typ="series")["world_size"] == 2
+    assert sorted(p.name for p in two.glob("events*")) == []  # (events live in log/)
+    assert len(list((two / "log").glob("events*"))) == 1      # one writer: rank 0's
+    state = torch.load(two / "train_state.pt", weights_only=False)
+    assert len(state["rng_by_rank"]) == 2
+
+    # LAD, from the one-process teacher, with its gates.
+    shutil.copytree(one, work / "two_lad" / "teacher_base_bert_mnli")
+    lad = seed_flags(LAD, **SHORT, tckpt=6)
+    run_script("run_lad_distil.py", *lad, cwd=work)
+    torchrun("run_lad_distil.py", *lad, "--exp_dir", "two_lad", cwd=work)
+    for kind in ("model", "gate"):
+        assert_close(weights(work / "exp" / "LAD_bert_mnli", 6, kind),
+                     weights(work / "two_lad" / "LAD_bert_mnli", 6, kind))
+    logged = [pd.read_csv(work / d / "LAD_bert_mnli" / "train_log.csv").drop(columns="examples_per_s")
+              for d in ("exp", "two_lad")]
+    pd.testing.assert_frame_equal(*logged, rtol=1e-5, atol=1e-6)  # the global batch's losses, gates
+
+
+def test_evaluation_and_prediction_sharded_over_two_processes(work):
+    """Each rank evaluates every other batch; rank 0 gathers them: the same metrics and
+    submission rows as one process, none twice (60 dev rows in batches of 7: uneven)."""
+    common = "--experiment teacher_base --model bert --task mnli --device_id -1 --exp_dir two"
+    run_script("run_fine_tune_eval.py", *flags(f"{common} --dataset dev_matched --batch_size 7"),
+               cwd=work)
+    single = scores(work / "two" / "teacher_base_bert_mnli" / "results_dev_matched.csv")
+    torchrun("run_fine_tune_eval.py", *flags(f"{common} --dataset dev_matched --batch_size 7"),
+             cwd=work)
+    pd.testing.assert_frame_equal(
+        scores(work / "two" / "teacher_base_bert_mnli" / "results_dev_matched.csv"), single)
+    predictions = work / "two" / "teacher_base_bert_mnli" / "predictions" / "6" / "MNLI-m.tsv"
+    predict = f"{common} --dataset test_matched --batch_size 7 --ckpt 6"
+    run_script("generate_test_prediction.py", *flags(predict), cwd=work)
+    expected = predictions.read_text()
+    predictions.unlink()
+    torchrun("generate_test_prediction.py", *flags(predict), cwd=work)
+    assert predictions.read_text() == expected and len(expected.splitlines()) == 41
+
+
+def test_resume_under_torchrun_is_exact_and_needs_the_same_number_of_processes(work):
+    teacher = seed_flags(TEACHER, **SHORT, exp_dir="killed")
+    killed = torchrun("run_fine_tune.py", *teacher, cwd=work, hook=("kill_after_step", 5),
+                      check=False)
+    assert killed.returncode != 0
+    folder = work / "killed" / "teacher_base_bert_mnli"
+    assert [p.name for p in sorted(folder.glob("model-*.pt"))] == ["model-3.pt"]
+    # Another number of processes is refused in one line, printed once.
+    for launch in (lambda: run_script("run_fine_tune.py", *teacher, "--resume", cwd=work, check=False),
+                   lambda: torchrun("run_fine_tune.py", *teacher, "--resume", cwd=work, nproc=3,
+                                    check=False)):
+        result = launch()
+        assert result.returncode != 0
+        errors = our_errors(result.stderr)
+        assert len(errors) == 1 and "was trained by 2: resume it with torchrun --nproc_per_node 2" in errors[0]
+    resumed = torchrun("run_fine_tune.py", *teacher, "--resume", cwd=work)
+    assert "resuming teacher_base_bert_mnli from step 3" in resumed.stdout
+    assert_bitwise_equal(weights(folder, 6), weights(work / "two" / "teacher_base_bert_mnli", 6))
+
+
+def test_errors_under_torchrun_are_one_line_printed_once(work):
+    # A flag error: every rank parses the same flags; rank 0 says it.
+    result = torchrun("run_fine_tune.py", *seed_flags(TEACHER, **SHORT), "--lr", "x", cwd=work,
+                      check=False)
+    assert result.returncode != 0
+    assert our_errors(result.stderr) == ["error: argument --lr: expected a number, got 'x' "
+                                         "(see run_fine_tune.py --help)"]
+    # A device flag that cannot hold under torchrun.
+    result = torchrun("run_lad_distil.py", *seed_flags(LAD, **SHORT, tckpt=6, tdevice_id=3),
+                      cwd=work, check=False)
+    errors = our_errors(result.stderr)
+    assert len(errors) == 1 and errors[0].startswith("error: --tdevice_id 3: under torchrun the "
+                                                     "teacher runs on each process's own device")
+    # An error found after the processes joined (a missing teacher checkpoint).
+    result = torchrun("run_lad_distil.py", *seed_flags(LAD, **SHORT, tckpt=99, experiment="LAD_99"),
+                      cwd=work, check=False)
+    errors = our_errors(result.stderr)
+    assert len(errors) == 1 and "model-99.pt not found" in errors[0]
+    assert not (work / "exp" / "LAD_99_bert_mnli").exists()
+    # A non-finite loss on rank 1 only: both ranks stop at the same step, rank 0 says it.
+    result = torchrun("run_fine_tune.py", *seed_flags(TEACHER, **SHORT, exp_dir="nan"), cwd=work,
+                      hook=("nan_at_step", 5), env={"POISON_RANK": "1"}, check=False)
+    errors = our_errors(result.stderr)
+    assert len(errors) == 1 and errors[0].startswith("error: step 5: loss term 'ce' is not finite")
+    assert [p.name for p in (work / "nan" / "teacher_base_bert_mnli").glob("model-*.pt")] == ["model-3.pt"]
