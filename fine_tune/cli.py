@@ -152,8 +152,12 @@ def add_amp_arg(group, training=True):
 def add_device_arg(group, flag="--device_id", what="the model"):
     default = ("GPU 0 when the machine has a GPU (said in one line), else the CPU"
                if flag == "--device_id" else "--device_id")  # the others follow --device_id
+    torchrun = ("; under torchrun each process uses its own GPU, cuda:LOCAL_RANK (-1: CPU "
+                "processes talking through gloo)" if flag == "--device_id" else
+                "; under torchrun leave it out (it runs on each process's device)")
     group.add_argument(flag, type=device_index, default=None,
-                       help=f"CUDA device index for {what}; -1 runs on the CPU (default: {default})")
+                       help=f"CUDA device index for {what}; -1 runs on the CPU{torchrun} "
+                            f"(default: {default})")
 
 
 def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):

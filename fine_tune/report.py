@@ -24,7 +24,8 @@ METHODS = {"run_fine_tune.py": ("teacher", None), "run_lad_distil.py": ("LAD", N
 # Settings that do not make two runs different experiments when grouping seeds.
 NOT_A_DIFFERENCE = {"seed", "experiment", "command", "method", "resume", "overwrite", "log_step",
                     "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir",
-                    "eval_during_training", "eval_batch_size", "keep_checkpoints"}
+                    "eval_during_training", "eval_batch_size", "keep_checkpoints",
+                    "world_size"}  # (torchrun keeps the global batch: the same experiment)
 
 
 def method_of(config: dict) -> str:
