@@ -38,12 +38,13 @@ class ALPObjective(DistillationObjective):
         self.padding_invariant = self.variant == "alp-kd"  # [CLS] only
 
     def hidden_terms(self, student_hidden, teacher_hidden):
-        teachers = torch.stack([move(h, self.device) for h in teacher_hidden])
-        if self.variant == "alp-kd":
+        if self.variant == "alp-kd":  # [CLS] only: slice before moving between devices
             students = [s[:, 0] for s in student_hidden]
-            teachers = teachers[:, :, 0]
+            teacher_hidden = [h[:, 0] for h in teacher_hidden]
         else:
             students = list(student_hidden)
+        # (fp32: under --amp bf16 the teacher's states are bf16; the targets are not)
+        teachers = torch.stack([move(h, self.device) for h in teacher_hidden]).float()
         targets = []
         for j, student in enumerate(students, start=1):
             visible = j * self.k if self.variant == "alp-kd-hidden-v2" else None

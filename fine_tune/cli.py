@@ -143,10 +143,22 @@ def add_experiment_args(parser, reads=False, tasks=TRAINABLE_TASKS):
 
 
 def add_amp_arg(group, training=True):
+    """The precision and compilation flags (training, evaluation and prediction)."""
     group.add_argument("--amp", default="fp32", choices=("fp32", "bf16"),
                        help="bf16: run the forward passes under bf16 autocast"
-                            + (" (losses and softmaxes stay fp32)" if training else "")
+                            + (" (losses and softmaxes stay fp32; a frozen teacher is cast to "
+                               "bf16 once and runs without autocast)" if training else "")
                             + "; meant for CUDA GPUs with bf16 support")
+    group.add_argument("--tf32", action="store_true",
+                       help="TF32 matrix math for fp32 runs on CUDA GPUs (Ampere or newer): "
+                            "several times the fp32 matmul rate, with a 10-bit mantissa in the "
+                            "products; off by default, so fp32 means full fp32 (no effect on the "
+                            "CPU or on bf16 work)")
+    group.add_argument("--compile", action="store_true",
+                       help="wrap the model" + (" (and the teacher)" if training else "")
+                            + " in torch.compile: on a GPU fewer, fused kernels; the first steps "
+                              "(and each new batch shape) wait for compilation, which on a CPU "
+                              "can take minutes and is not faster there")
 
 
 def add_device_arg(group, flag="--device_id", what="the model"):

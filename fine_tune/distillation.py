@@ -20,7 +20,8 @@ from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.io import first_line
 from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_architecture,
-                                load_experiment_tokenizer, move, resolve_device)
+                                load_experiment_tokenizer, move, resolve_device,
+                                set_matmul_precision)
 from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
@@ -211,6 +212,7 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
                             "teacher; choose another --experiment")
         experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
         device = distributed.select_device(args)  # under torchrun: the rank's, for all roles
+    set_matmul_precision(args)
     distributed.start(device)
     teacher_device, gate_device = device, device
     if not distributed.active():

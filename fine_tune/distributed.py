@@ -152,16 +152,18 @@ def barrier() -> None:
 
 
 def mean_over_ranks(values: dict) -> dict:
-    """{name: tensor} averaged over the ranks, in one all-reduce (at log steps only)."""
+    """{name: tensor (scalar or vector)} averaged over the ranks, in one all-reduce (at log
+    steps only)."""
     if not active() or not values:
         return values
     import torch
     import torch.distributed as dist
     names = list(values)  # the same order on every rank: the same code built it
-    stacked = torch.stack([values[name].float() for name in names])
-    dist.all_reduce(stacked)
-    stacked /= world_size()
-    return dict(zip(names, stacked.unbind()))
+    flat = torch.cat([values[name].float().reshape(-1) for name in names])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    parts = flat.split([values[name].numel() for name in names])
+    return {name: part.view_as(values[name]) for name, part in zip(names, parts)}
 
 
 def min_over_ranks(tensor):

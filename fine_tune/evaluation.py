@@ -17,8 +17,8 @@ from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
-from fine_tune.modeling import (autocast, load_architecture, load_experiment_tokenizer,
-                                prepared_attention_mask)
+from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
+                                prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
 
 # Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
@@ -92,6 +92,7 @@ def _load(args, output: str, step=None):
     with distributed.same_on_every_rank():
         task_file(args.task, args.dataset)  # the task has that split
         device = distributed.select_device(args)
+    set_matmul_precision(args)
     distributed.start(device)
 
     def load():
@@ -163,11 +164,11 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     task = get_task(args.task)
     one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint
     experiment, model, data, device, steps = _load(args, results_file, step=one)
-    rows = []
+    rows, forward = [], compiled(model, args)  # --compile: the same weights, compiled once
     for step in progress([one] if one is not None else steps, desc=f"evaluate {args.dataset}",
                          unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
-        rows.append({"step": step} | score(model, task, data, args.batch_size, device,
+        rows.append({"step": step} | score(forward, task, data, args.batch_size, device,
                                            amp=args.amp == "bf16", desc=f"model-{step}"))
         if not interactive():  # a log file gets a line per checkpoint instead of a bar
             log_line(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, rows[-1])}")
@@ -198,7 +199,7 @@ def write_test_predictions(args) -> None:
     output = f"predictions/{args.ckpt}/{task.submissions[args.dataset]}"
     experiment, model, data, device, steps = _load(args, output, step=args.ckpt)
     model.load_state_dict(experiment.load_checkpoint(args.ckpt))
-    outputs = predict(model, data, args.batch_size, device, desc=f"model-{args.ckpt}",
+    outputs = predict(compiled(model, args), data, args.batch_size, device, desc=f"model-{args.ckpt}",
                       amp=args.amp == "bf16")
     if not distributed.is_main():  # rank 0 writes for all
         return

@@ -47,6 +47,19 @@ def resolve_device(device_id: int | None, flag: str = "--device_id",
     return torch.device("cuda", device_id)
 
 
+def set_matmul_precision(args) -> None:
+    """--tf32: TF32 for fp32 matrix products and convolutions on CUDA (off: full fp32)."""
+    if getattr(args, "tf32", False):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def compiled(module, args):
+    """`module` under torch.compile with --compile (the same parameters: checkpoints and
+    state dicts are the plain module's), else `module` itself."""
+    return torch.compile(module) if getattr(args, "compile", False) else module
+
+
 def device_id(device: torch.device) -> int:
     """The --device_id value that names `device` (-1: the CPU)."""
     return -1 if device.type == "cpu" else device.index

@@ -10,7 +10,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
-                                load_pretrained_classifier, load_tokenizer)
+                                load_pretrained_classifier, load_tokenizer, set_matmul_precision)
 from fine_tune.settings import derive
 from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
                                load_eval_data, resolve_schedule, train)
@@ -22,6 +22,7 @@ def fine_tune_teacher(args) -> None:
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
         check_training_args(args)
         device = distributed.select_device(args)
+    set_matmul_precision(args)
     distributed.start(device)
     # What was left out, filled in (a new Settings; the parsed flags stay as given).
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],

@@ -10,7 +10,6 @@ import io
 import random
 import sys
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from fine_tune.data import NUM_CLASSES, TokenizedSplit, load_tokenized, task_fil
 from fine_tune.errors import Interrupted, SharedError, UserError
 from fine_tune.experiment import Experiment
 from fine_tune.heads import Classification
-from fine_tune.modeling import autocast, prepared_attention_mask
+from fine_tune.modeling import autocast, compiled, prepared_attention_mask
 from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import TRAIN_LOG
 from fine_tune.settings import derive
@@ -47,9 +46,14 @@ class Objective(nn.Module):
 
     def statistics(self) -> dict:
         """Values to watch that are not losses, from the last forward: {tag: detached
-        tensor on the device}, averaged and logged with the loss terms (LAD: each gate's
-        mean z, as gate_z/H_i)."""
+        tensor on the device, a scalar or a vector}, averaged and logged with the loss
+        terms (LAD: one vector of every gate's mean z)."""
         return {}
+
+    def name_statistics(self, values: dict) -> dict:
+        """{logged name: number} from `statistics()`'s tags and averaged values (floats,
+        or lists of them for vectors)."""
+        return values
 
 
 class FineTuning(Objective):
@@ -104,6 +108,9 @@ class TrainableGroup:
             {"params": [p for p in self.params if id(p) in no_decay], "weight_decay": 0.0},
         ]
         self.fused = all(p.is_cuda for p in self.params) or None  # fused kernels on CUDA only
+        # Which clip unit each parameter belongs to, for clipping all units in one pass.
+        self._unit_of = torch.tensor([u for u, unit in enumerate(self.clip_units) for _ in unit],
+                                     device=self.params[0].device if self.params else None)
         self.optimizer = torch.optim.AdamW(
             groups, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
             fused=self.fused)
@@ -112,11 +119,26 @@ class TrainableGroup:
         self.grad_norm = torch.zeros(())
 
     def step(self) -> None:
-        norms = [nn.utils.clip_grad_norm_(unit, self.settings.max_norm) for unit in self.clip_units]
-        self.grad_norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        if len(self.clip_units) == 1:
+            self.grad_norm = nn.utils.clip_grad_norm_(self.clip_units[0], self.settings.max_norm)
+        else:
+            self.grad_norm = self._clip_each_unit()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _clip_each_unit(self):
+        """clip_grad_norm_ on each unit (LAD: each gate) on its own, as the authors do, but
+        for all units at once: a fixed handful of (foreach) ops instead of a handful per
+        gate. Returns the norm over all units."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p)
+                 for unit in self.clip_units for p in unit]
+        norms = torch.stack(torch._foreach_norm(grads))  # one norm per tensor
+        units = torch.zeros(len(self.clip_units), device=norms.device, dtype=norms.dtype)
+        units = units.index_add(0, self._unit_of, norms.square()).sqrt()  # each unit's norm
+        scale = torch.clamp(self.settings.max_norm / (units + 1e-6), max=1.0)  # as clip_grad_norm_
+        torch._foreach_mul_(grads, scale[self._unit_of].unbind())  # (in place: p.grad)
+        return torch.linalg.vector_norm(units)
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
@@ -176,13 +198,19 @@ class TrainingRun:
     amp: bool = field(init=False)              # --amp bf16: autocast forward passes
     dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
     devices: set = field(init=False)           # every device the step touches, found once
-    forward_model: nn.Module = field(init=False)  # `model`, or under torchrun its DDP wrapper
+    forward_model: nn.Module = field(init=False)  # `model`, or its DDP / torch.compile wrapper
+    teacher_forward: nn.Module | None = field(init=False)  # `teacher`, or compiled
 
     def __post_init__(self):
         self.amp = getattr(self.args, "amp", "fp32") == "bf16"
         self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
         self.devices = set(self.roles().values())
+        if self.amp and self.teacher is not None:
+            # The frozen teacher's weights become bf16 once, here, in place: its forward then
+            # runs without autocast, which would otherwise cast every weight on every step.
+            self.teacher.to(torch.bfloat16)
         self.forward_model = self.model
+        self.teacher_forward = compiled(self.teacher, self.args) if self.teacher is not None else None
         if distributed.active():
             # Only the trained model is wrapped: the frozen teacher stays a plain module on
             # every rank, and the objective's parameters (gates) are averaged by hand
@@ -197,6 +225,7 @@ class TrainingRun:
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 **no_buffer_sync)
+        self.forward_model = compiled(self.forward_model, self.args)  # --compile
 
     def gradient_sync(self, last: bool):
         """Under torchrun, the student's gradients are all-reduced in the backward pass of
@@ -290,7 +319,8 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     """Forward passes of one micro-batch and the objective's loss terms. Under --amp bf16
-    the matrix work runs in bf16; the objectives compute losses and softmaxes in fp32."""
+    the matrix work runs in bf16 (the student's under autocast, the frozen teacher's in
+    bf16 weights); the objectives compute losses and softmaxes in fp32."""
     batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
     with autocast(run.devices, run.amp):
@@ -301,11 +331,13 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
         if run.teacher is not None:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
             # of their own autograd graph.
-            with torch.no_grad():
+            # Under --amp bf16 the teacher is bf16 (see TrainingRun) and runs outside
+            # autocast; the objectives read its outputs in fp32.
+            with torch.no_grad(), torch.autocast(run.teacher_device.type, enabled=False):
                 if run.teacher_device != run.device:  # copy the batch once per device
                     inputs = prepared_attention_mask(
                         _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device))
-                teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
+                teacher_outputs = run.teacher_forward(**inputs, output_hidden_states=hidden)
         return run.objective(outputs, teacher_outputs, labels)
 
 
@@ -318,7 +350,7 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
     Under torchrun `rows` is the global batch: this rank computes its slice, weighted by
     world size / len(rows) per row, so that the average over ranks is the full batch's
     mean; the returned terms are this rank's share, averaged over ranks when logged."""
-    batch_terms = defaultdict(float)
+    batch = None  # the loss terms, weighted, as one vector
     world = distributed.world_size()
     local = distributed.shard(rows)
     # A short last batch: no empty micro-batches. A rank left without rows (a last batch
@@ -328,13 +360,14 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
         weight = len(chunk) * world / len(rows) if len(local) else 0.0  # terms are micro-batch means
         with run.gradient_sync(last=i == len(chunks) - 1):
             terms = loss_terms(run, chunk)
-            sum(terms.values()).mul(weight).backward()  # one backward over the summed loss
-        for name, value in terms.items():
-            batch_terms[name] += value.detach().float() * weight
+            values = torch.stack([value.float() for value in terms.values()])  # one vector
+            values.sum().mul(weight).backward()  # one backward over the summed loss
+        summed = values.detach() * weight
+        batch = summed if batch is None else batch + summed
         if statistics is not None:
             for name, value in run.objective.statistics().items():
                 statistics[name] = statistics.get(name, 0.0) + value * weight
-    return batch_terms
+    return dict(zip(terms, batch.unbind()))
 
 
 def make_groups(run: TrainingRun) -> list[TrainableGroup]:
@@ -393,33 +426,35 @@ class NonFiniteGuard:
     """Remembers, on the device and without synchronising, the first step at which each
     loss term, or each group's gradient, was not finite; `check` reads it (at log and
     checkpoint steps only). A NaN gradient with a finite loss matters as much: clipping
-    spreads it into every weight."""
+    spreads it into every weight. All values are checked together, as one vector: a
+    handful of small ops per step, whatever the number of terms."""
 
     def __init__(self):
-        self.first_bad = {}
+        self.keys, self.first_bad = [], None
 
     def update(self, terms: dict, groups: list, step: int) -> None:
         """The step's loss terms and each group's gradient norm (on the device; the
         messages are only worded in `check`). Loss terms first: they name a NaN first."""
-        values = [(("loss", name), value) for name, value in terms.items()]
-        values += [(("gradient", group.name), group.grad_norm) for group in groups]
-        for key, value in values:
-            if key not in self.first_bad:
-                self.first_bad[key] = torch.full((), -1, device=value.device)
-            first = self.first_bad[key]
-            bad = ~torch.isfinite(value) & (first < 0)
-            self.first_bad[key] = torch.where(bad, step, first)
+        keys = [("loss", name) for name in terms] + [("gradient", group.name) for group in groups]
+        if keys != self.keys:  # the first step (the terms never change within a run)
+            self.keys = keys
+            self.first_bad = torch.full((len(keys),), -1, device=group_device(groups))
+        device = self.first_bad.device
+        values = torch.stack([value.to(device) for value in terms.values()]
+                             + [group.grad_norm.to(device) for group in groups])
+        bad = ~torch.isfinite(values) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, step, self.first_bad)
 
     def check(self, experiment: Experiment) -> None:
         """Raises if anything was not finite; under torchrun the ranks agree first (the
         earliest step over all of them), so all stop together with the same message."""
-        if distributed.active() and self.first_bad:
-            keys = sorted(self.first_bad)
-            steps = torch.stack([self.first_bad[key] for key in keys])
-            never = torch.iinfo(steps.dtype).max
-            steps = distributed.min_over_ranks(torch.where(steps < 0, never, steps))
-            self.first_bad = dict(zip(keys, torch.where(steps == never, -1, steps).unbind()))
-        bad = {name: int(step) for name, step in self.first_bad.items() if int(step) >= 0}
+        if self.first_bad is None:
+            return
+        if distributed.active():
+            never = torch.iinfo(self.first_bad.dtype).max
+            steps = distributed.min_over_ranks(torch.where(self.first_bad < 0, never, self.first_bad))
+            self.first_bad = torch.where(steps == never, -1, steps)
+        bad = {key: step for key, step in zip(self.keys, self.first_bad.tolist()) if step >= 0}
         if bad:
             (kind, name), step = min(bad.items(), key=lambda item: item[1])  # the first
             what = (f"loss term '{name}' is not finite" if kind == "loss"
@@ -428,6 +463,10 @@ class NonFiniteGuard:
             last = f"model-{steps[-1]}.pt is the last good checkpoint" if steps else "no checkpoint was saved"
             raise SharedError(f"step {step}: {what}; the run stopped without "
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
+
+
+def group_device(groups: list) -> torch.device:
+    return groups[0].params[0].device
 
 
 def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
@@ -628,7 +667,8 @@ def train(run: TrainingRun) -> None:
     total_step = args.total_step
     # Loss terms and statistics since the last log, summed on the device: no host
     # synchronisation inside a step.
-    sums, statistics, summed_steps = defaultdict(float), {}, 0
+    # (Each a few vector ops per step, whatever the number of terms.)
+    sums, statistics, summed_steps = None, {}, 0
     guard = NonFiniteGuard()
     log = TrainingLog(experiment, start, total_step)
     step = start
@@ -638,19 +678,20 @@ def train(run: TrainingRun) -> None:
             terms = training_step(run, groups, rows, args.accum_step, statistics)
             log.step(len(rows))
             guard.update(terms, groups, step)
-            for name, value in terms.items():
-                sums[name] += value
+            values = torch.stack(list(terms.values()))
+            sums = values if sums is None else sums + values
             summed_steps += 1
 
             last = step == total_step
             if step % args.log_step == 0 or last:
                 # Host synchronisation happens only here and at checkpoints.
                 guard.check(experiment)
-                # (under torchrun: averaged over the ranks, one all-reduce each)
-                sums, statistics = distributed.mean_over_ranks(sums), distributed.mean_over_ranks(statistics)
-                means = {name: float(value) / summed_steps for name, value in sums.items()}
-                watched = {name: float(value) / summed_steps for name, value in statistics.items()}
-                sums, statistics, summed_steps = defaultdict(float), {}, 0
+                # (under torchrun: averaged over the ranks in one all-reduce)
+                averaged = distributed.mean_over_ranks({"terms": sums} | statistics)
+                means = dict(zip(terms, (averaged.pop("terms") / summed_steps).tolist()))
+                watched = run.objective.name_statistics(
+                    {tag: (value / summed_steps).tolist() for tag, value in averaged.items()})
+                sums, statistics, summed_steps = None, {}, 0
                 log.write(step, means, groups, watched)
             if step % args.ckpt_step == 0 or last:
                 guard.check(experiment)  # never save a diverged model

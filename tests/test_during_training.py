@@ -78,7 +78,8 @@ def test_gate_statistics_are_each_gates_mean_z():
         assert objective.statistics() == {}  # nothing before the first forward
         teacher = [torch.randn(3, 5, 8) for _ in range(6)]
         objective.hidden_terms([torch.randn(3, 5, 8) for _ in range(3)], teacher)
-        statistics = objective.statistics()
+        vector = objective.statistics()["gate_z"]  # one vector, named when logged
+        statistics = objective.name_statistics({"gate_z": vector.tolist()})
         assert list(statistics) == [f"gate_z/{name}" for name in names]
         # By hand: gate g's z = sigmoid(W x + b) on its "previous" input.
         if targets[0][0] == "gate":

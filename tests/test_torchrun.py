@@ -74,7 +74,7 @@ def test_two_processes_train_what_one_does(work):
 
     # LAD, from the one-process teacher, with its gates.
     shutil.copytree(one, work / "two_lad" / "teacher_base_bert_mnli")
-    lad = seed_flags(LAD, **SHORT, tckpt=6)
+    lad = seed_flags(LAD, **SHORT, tckpt=6) + ["--eval_during_training", "dev_matched"]
     run_script("run_lad_distil.py", *lad, cwd=work)
     torchrun("run_lad_distil.py", *lad, "--exp_dir", "two_lad", cwd=work)
     for kind in ("model", "gate"):
@@ -83,6 +83,9 @@ def test_two_processes_train_what_one_does(work):
     logged = [pd.read_csv(work / d / "LAD_bert_mnli" / "train_log.csv").drop(columns="examples_per_s")
               for d in ("exp", "two_lad")]
     pd.testing.assert_frame_equal(*logged, rtol=1e-5, atol=1e-6)  # the global batch's losses, gates
+    # Evaluation during training, sharded: each checkpoint's scores as one process's.
+    pd.testing.assert_frame_equal(*(scores(work / d / "LAD_bert_mnli" / "results_dev_matched.csv")
+                                    for d in ("exp", "two_lad")))
 
 
 def test_evaluation_and_prediction_sharded_over_two_processes(work):
