@@ -70,6 +70,52 @@ class FineTuning(Objective):
 
 
 
+class Bf16Linears:
+    """bf16 copies of a module's nn.Linear weights and biases, for --amp bf16 without
+    autocast's per-step weight casts. Autocast casts every fp32 weight to bf16 in each
+    forward pass and every bf16 weight gradient back to fp32 in the backward pass: two
+    small kernels per tensor per micro-batch. Here the copies are refreshed once per step
+    in one foreach copy, the forward pass uses them (torch.func.functional_call), and
+    their gradients reach the fp32 weights in one foreach copy per micro-batch (and one
+    foreach add from the second on). The values are the ones autocast would use, so the
+    gradients are the same (tested bitwise on the CPU)."""
+
+    def __init__(self, module: nn.Module):
+        named = [(f"{name}.{kind}" if name else kind, getattr(sub, kind))
+                 for name, sub in module.named_modules() if isinstance(sub, nn.Linear)
+                 for kind in ("weight", "bias") if getattr(sub, kind) is not None]
+        named = [(name, p) for name, p in named if p.requires_grad]
+        self.names = [name for name, _ in named]
+        self.masters = [p for _, p in named]
+        self.copies = [torch.empty_like(p, dtype=torch.bfloat16).requires_grad_() for p in self.masters]
+        self.grads = [torch.empty_like(p) for p in self.masters]    # the fp32 gradients
+        self.staging = [torch.empty_like(p) for p in self.masters]  # a later micro-batch's
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Before a step: the copies take the weights of the last update."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.copies, self.masters)
+        self.folded = 0
+
+    def parameters(self) -> dict:
+        return dict(zip(self.names, self.copies))
+
+    def fold_gradients(self) -> None:
+        """After a backward pass: the copies' gradients into the fp32 weights' (an unused
+        tensor's gradient counts as zeros), and the copies' cleared."""
+        grads = [c.grad if c.grad is not None else torch.zeros_like(c) for c in self.copies]
+        with torch.no_grad():
+            if self.folded == 0:
+                torch._foreach_copy_(self.grads, grads)
+            else:
+                torch._foreach_copy_(self.staging, grads)
+                torch._foreach_add_(self.grads, self.staging)
+        self.folded += 1
+        for copy, master, grad in zip(self.copies, self.masters, self.grads):
+            copy.grad, master.grad = None, grad
+
+
 @dataclass
 class OptimizerSettings:
     lr: float
@@ -200,6 +246,7 @@ class TrainingRun:
     devices: set = field(init=False)           # every device the step touches, found once
     forward_model: nn.Module = field(init=False)  # `model`, or its DDP / torch.compile wrapper
     teacher_forward: nn.Module | None = field(init=False)  # `teacher`, or compiled
+    bf16_linears: dict = field(init=False)     # {"model"/"objective": Bf16Linears} under --amp bf16
 
     def __post_init__(self):
         self.amp = getattr(self.args, "amp", "fp32") == "bf16"
@@ -226,6 +273,13 @@ class TrainingRun:
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 **no_buffer_sync)
         self.forward_model = compiled(self.forward_model, self.args)  # --compile
+        # bf16 weight copies instead of autocast's casts: not under DDP (its hooks watch
+        # the module's own parameters) nor --compile (which fuses the casts itself).
+        self.bf16_linears = {}
+        if self.amp and self.forward_model is self.model:
+            self.bf16_linears = {"model": Bf16Linears(self.model)}
+            if any(p.requires_grad for p in self.objective.parameters()):
+                self.bf16_linears["objective"] = Bf16Linears(self.objective)
 
     def gradient_sync(self, last: bool):
         """Under torchrun, the student's gradients are all-reduced in the backward pass of
@@ -326,7 +380,7 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     with autocast(run.devices, run.amp):
         inputs = prepared_attention_mask(_to(batch, run.device))
         labels = inputs.pop("labels")
-        outputs = run.forward_model(**inputs, output_hidden_states=hidden)
+        outputs = _call(run, "model", run.forward_model, kwargs=inputs | {"output_hidden_states": hidden})
         teacher_outputs = None
         if run.teacher is not None:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
@@ -338,7 +392,16 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
                     inputs = prepared_attention_mask(
                         _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device))
                 teacher_outputs = run.teacher_forward(**inputs, output_hidden_states=hidden)
-        return run.objective(outputs, teacher_outputs, labels)
+        return _call(run, "objective", run.objective, args=(outputs, teacher_outputs, labels))
+
+
+def _call(run: TrainingRun, role: str, module: nn.Module, args=(), kwargs=None):
+    """module(*args, **kwargs), with its Linear weights replaced by their bf16 copies when
+    the run keeps them (see Bf16Linears)."""
+    copies = run.bf16_linears.get(role)
+    if copies is None:
+        return module(*args, **(kwargs or {}))
+    return torch.func.functional_call(module, copies.parameters(), args, kwargs, strict=False)
 
 
 def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
@@ -362,6 +425,8 @@ def accumulate_gradients(run: TrainingRun, rows: torch.Tensor, accum_step: int,
             terms = loss_terms(run, chunk)
             values = torch.stack([value.float() for value in terms.values()])  # one vector
             values.sum().mul(weight).backward()  # one backward over the summed loss
+        for copies in run.bf16_linears.values():
+            copies.fold_gradients()
         summed = values.detach() * weight
         batch = summed if batch is None else batch + summed
         if statistics is not None:
@@ -383,6 +448,8 @@ def make_groups(run: TrainingRun) -> list[TrainableGroup]:
 def training_step(run: TrainingRun, groups: list, rows: torch.Tensor, accum_step: int,
                   statistics: dict | None = None) -> dict:
     """One optimiser step on the batch `rows`: gradients, clipping, update, schedule."""
+    for copies in run.bf16_linears.values():
+        copies.refresh()  # the bf16 weight copies take the last update
     terms = accumulate_gradients(run, rows, accum_step, statistics)
     distributed.average_gradients(run.objective.parameters())  # LAD's gates, under torchrun
     for group in groups:

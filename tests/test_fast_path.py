@@ -13,8 +13,8 @@ from fine_tune.alp import ALPObjective
 from fine_tune.lad import GatedObjective, lad_targets, partial_lad_targets
 from fine_tune.modeling import build_classifier, prepared_attention_mask
 from fine_tune.settings import Settings
-from fine_tune.trainer import (OptimizerSettings, TrainableGroup, TrainingRun, loss_terms,
-                               make_groups, training_step)
+from fine_tune.trainer import (OptimizerSettings, TrainableGroup, TrainingRun,
+                               accumulate_gradients, loss_terms, make_groups, training_step)
 from test_trainer import model_and_data
 
 CPU = torch.device("cpu")
@@ -143,3 +143,23 @@ def test_tf32_flag_turns_on_tf32_matmuls():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_bf16_weight_copies_give_autocasts_gradients(workdir):
+    """The bf16 copies of the Linear weights (Bf16Linears) replace autocast's casts and
+    leave the step's loss and gradients as they were, micro-batches included."""
+    results = []
+    for copies in (True, False):
+        run, _ = lad_run(workdir, "bf16")
+        assert set(run.bf16_linears) == {"model", "objective"}
+        if not copies:
+            run.bf16_linears = {}  # autocast casts every weight, as before
+        terms = accumulate_gradients(run, torch.arange(8), 2)
+        grads = {name: p.grad.clone() for module in (run.model, run.objective)
+                 for name, p in module.named_parameters()}
+        results.append(({k: v.item() for k, v in terms.items()}, grads))
+    (terms, grads), (reference_terms, reference_grads) = results
+    assert terms == reference_terms
+    assert grads.keys() == reference_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=0, atol=0, msg=name)
