@@ -51,6 +51,8 @@ from fine_tune.trainer import (FineTuning, TrainingRun, accumulate_gradients,  #
                                make_groups, training_step)
 
 SIZES = {  # teacher layers / width / heads / ffn, student layers, batch, length, vocabulary
+    "tiny": dict(teacher_layers=4, d_model=32, heads=2, d_ff=64, student_layers=2,
+                 batch_size=8, max_seq_len=32, vocab_size=None),  # dry runs only
     "small": dict(teacher_layers=12, d_model=64, heads=2, d_ff=256, student_layers=6,
                   batch_size=32, max_seq_len=128, vocab_size=None),
     "seed": dict(teacher_layers=12, d_model=768, heads=12, d_ff=3072, student_layers=6,
@@ -69,11 +71,12 @@ def bert_config(size, layers, vocab_size):
             "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
 
 
-def run_args(size, method, amp):
+def run_args(size, method, amp, compile_=False):
     """The seed's LAD flags, as run_lad_distil.py parses them, for this size. (The other
     methods' seed values differ in learning rates and loss weights only, not in speed.)"""
     args = lad_parser().parse_args(["--experiment", "bench", "--teacher_exp", "bench", "--tckpt", "0",
-                                    "--num_hidden_layers", str(size["student_layers"]), "--amp", amp])
+                                    "--num_hidden_layers", str(size["student_layers"]), "--amp", amp]
+                                   + ["--compile"] * compile_)
     args.alp_exp, args.pkd_loss = method, "mse"
     return args
 
@@ -95,6 +98,68 @@ def objective_for(method, args, L, n, device, d, max_len):
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# Ops that only describe a tensor (views, shapes, allocation): no kernel.
+METADATA_OPS = {
+    "aten::view", "aten::reshape", "aten::as_strided", "aten::t", "aten::transpose", "aten::permute",
+    "aten::expand", "aten::slice", "aten::select", "aten::unsqueeze", "aten::squeeze", "aten::detach",
+    "aten::alias", "aten::empty", "aten::empty_strided", "aten::_unsafe_view", "aten::unflatten",
+    "aten::split", "aten::chunk", "aten::narrow", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::lift_fresh", "aten::result_type", "aten::_reshape_alias", "aten::empty_like",
+    "aten::view_as", "aten::expand_as", "aten::unbind", "aten::tensor_split",
+    "aten::split_with_sizes", "aten::flatten", "aten::movedim", "aten::detach_", "aten::is_same_size",
+    "aten::_has_compatible_shallow_copy_type", "aten::to", "aten::squeeze_", "aten::unsqueeze_",
+    "aten::is_nonzero", "aten::dim", "aten::size", "aten::stride", "aten::numel", "aten::contiguous"}
+# Ops autocast wraps: a cast inside one of them is autocast's (a kernel on every device);
+# a cast inside any other op is that CPU kernel's own conversion (CUDA converts in-kernel).
+AUTOCAST_OPS = {
+    "aten::linear", "aten::matmul", "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm",
+    "aten::scaled_dot_product_attention", "aten::layer_norm", "aten::softmax", "aten::log_softmax",
+    "aten::mse_loss", "aten::cross_entropy_loss", "aten::nll_loss", "aten::kl_div", "aten::embedding"}
+
+
+def dispatched_ops(step) -> tuple[int, dict]:
+    """How many ops one call of `step` dispatches, counted with torch.profiler: a
+    hardware-independent stand-in for the kernels a GPU would launch. Counted: every aten
+    op called from Python or by the autograd engine (not the ops a kernel calls inside
+    itself), every real cast or copy (autocast's casts and .to()), and a foreach op once;
+    not counted: view and shape ops, eval-mode dropout (returns its input), a Python
+    number wrapped as a tensor, a CPU kernel's own dtype conversions, and the optimiser
+    step (one fused AdamW kernel per group on CUDA; a loop over parameters on the CPU).
+    Returns the total and the count per op."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    counts = {}
+    for event in prof.events():
+        name = event.name
+        if not name.startswith("aten::") or name in METADATA_OPS:
+            continue
+        above = []
+        parent = event.cpu_parent
+        while parent is not None:
+            above.append(parent.name)
+            parent = parent.cpu_parent
+        if any(a.startswith("Optimizer.step") for a in above):
+            continue
+        if any(a.startswith(("aten::_foreach", "aten::_fused")) for a in above):
+            continue  # part of a foreach op, counted once as itself
+        if name == "aten::dropout" and not any(c.name.startswith("aten::") for c in event.cpu_children):
+            continue
+        owner = next((a for a in above if a.startswith("aten::") and a not in METADATA_OPS), None)
+        if name == "aten::_to_copy":
+            if owner is not None and owner not in AUTOCAST_OPS or "aten::_to_copy" in above:
+                continue
+            if owner == "aten::scaled_dot_product_attention" or any(
+                    a == "aten::scaled_dot_product_attention" for a in above):
+                continue  # the CPU's math attention (one fused kernel on CUDA)
+            if event.input_shapes and event.input_shapes[0] == []:
+                continue  # a Python number
+        elif owner is not None:
+            continue
+        counts[name] = counts.get(name, 0) + 1
+    return sum(counts.values()), counts
 
 
 def timed_steps(steps_to_time, steps, warmup, device):
@@ -194,14 +259,15 @@ class AuthorsLADStep:
             group.step()
 
 
-def measure_method(method, size_name, device, amp, steps, warmup, assets):
+def measure_method(method, size_name, device, amp, steps, warmup, assets, compile_=False):
     size = SIZES[size_name]
     tokenizer, examples, data = assets
     L, n, d, max_len = size["teacher_layers"], size["student_layers"], size["d_model"], size["max_seq_len"]
-    args = run_args(size, method, amp)
+    args = run_args(size, method, amp, compile_)
     torch.manual_seed(0)
     teacher_config = bert_config(size, L, len(tokenizer))
     teacher = build_classifier(teacher_config).to(device).eval().requires_grad_(False)
+    teacher_fp32 = copy.deepcopy(teacher)  # (under --amp bf16 the run casts its teacher to bf16)
     distil = method != "teacher"
     student_config = bert_config(size, n if distil else L, len(tokenizer))
     student = build_classifier(student_config).to(device)
@@ -218,13 +284,15 @@ def measure_method(method, size_name, device, amp, steps, warmup, assets):
                             steps, warmup, device)
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    row = {"what": f"train {method}", "examples_per_s": size["batch_size"] / seconds,
-           "ms_per_step": 1000 * seconds, "peak_memory_mb": memory / 2 ** 20}
+    ops, _ = dispatched_ops(lambda: training_step(run, groups, batches[0], 1))
+    row = {"what": f"train {method}" + (" (compiled)" if args.compile else ""),
+           "examples_per_s": size["batch_size"] / seconds, "ms_per_step": 1000 * seconds,
+           "peak_memory_mb": memory / 2 ** 20, "ops_per_step": ops}
     flops = train_flops(student_config, teacher_config, (size["batch_size"], max_len), distil)
     row["tflops_per_s"] = flops / seconds / 1e12
     rows = [row]
-    if method == "lad":
-        rows.append(compare_with_authors(run, teacher, student, objective, tokenizer, examples,
+    if method == "lad" and not args.compile:
+        rows.append(compare_with_authors(run, teacher_fp32, student, objective, tokenizer, examples,
                                          data, args, size, device, steps, warmup))
     return rows
 
@@ -233,7 +301,8 @@ def compare_with_authors(run, teacher, student, objective, tokenizer, examples, 
                          device, steps, warmup):
     """The first step of both approaches from the same state; then their throughput."""
     fresh = copy.deepcopy
-    ours_run = TrainingRun(run.args, None, fresh(student), device, fresh(objective), data, teacher, device)
+    ours_run = TrainingRun(run.args, None, fresh(student), device, fresh(objective), data,
+                           fresh(teacher), device)
     base = AuthorsLADStep(fresh(student), fresh(objective), teacher, tokenizer, examples, args,
                           size, device)
     base.student.load_state_dict(ours_run.model.state_dict())
@@ -298,6 +367,37 @@ def measure_inference(size_name, device, amp, assets, batch_size):
     return rows
 
 
+def matmul_tflops(device, dtype, n=None, repeats=20) -> float:
+    """The dense matmul rate this device reaches in `dtype` (TFLOP/s), for MFU."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+def attention_kernel(device, dtype, size) -> str:
+    """Which scaled-dot-product-attention implementation runs for a BERT layer's shapes
+    with our boolean padding mask (the profiler's name of the op SDPA dispatches to)."""
+    from torch.profiler import ProfilerActivity, profile
+    heads, length = size["heads"], size["max_seq_len"]
+    shape = (size["batch_size"], heads, length, size["d_model"] // heads)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    mask = torch.ones(size["batch_size"], 1, 1, length, dtype=torch.bool, device=device)
+    mask[:, :, :, length // 2:] = False
+    mask = mask.expand(-1, 1, length, -1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1).sum().backward()
+    names = {e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")}
+    return ", ".join(sorted(names)) or "?"
+
+
 def prepare(workdir: Path, size_name: str, examples_needed: int):
     data_dir = workdir / "data"
     write_demo_mnli(data_dir, sizes={"train": max(examples_needed, 2000), "dev_matched": 2000})
@@ -320,6 +420,12 @@ def main():
     parser.add_argument("--eval_batch_size", type=int, default=512, help="batch size of inference")
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="the device's peak dense TFLOP/s for the dtype, for MFU (H100 SXM: 989 bf16, 67 fp32)")
+    parser.add_argument("--compile_methods", default="",
+                        help="also time these methods with --compile (comma-separated; e.g. "
+                             "teacher,lad); on a CPU compiling takes minutes and is not faster")
+    parser.add_argument("--measure_peak", action="store_true",
+                        help="time a large matmul in the --amp dtype and use its rate for MFU "
+                             "(when --peak_tflops is not given)")
     parser.add_argument("--out", default="bench/results", help="folder for the CSV and JSON")
     args = parser.parse_args()
     device = resolve_device(args.device_id)  # fp32 means fp32 (no TF32), as in the scripts
@@ -328,15 +434,26 @@ def main():
         train_assets, eval_assets = prepare(Path(tmp), args.size,
                                             size["batch_size"] * (args.steps + args.warmup + 1))
         results = []
-        for method in args.methods.split(","):
+        runs = [(method, False) for method in args.methods.split(",") if method]
+        runs += [(method, True) for method in args.compile_methods.split(",") if method]
+        for method, compile_ in runs:
+            started = time.perf_counter()
             for row in measure_method(method, args.size, device, args.amp, args.steps, args.warmup,
-                                      train_assets):
+                                      train_assets, compile_):
+                if compile_:  # includes compiling, in the warm-up steps
+                    row["seconds_with_compilation"] = time.perf_counter() - started
                 results.append(row)
                 print(json.dumps(row), flush=True)
         results += measure_inference(args.size, device, args.amp, eval_assets, args.eval_batch_size)
+    peak = args.peak_tflops
+    if peak is None and args.measure_peak:
+        peak = matmul_tflops(device, torch.bfloat16 if args.amp == "bf16" else torch.float32)
+        results.append({"what": f"measured {args.amp} matmul rate, TFLOP/s", "tflops_per_s": peak})
     for row in results:
-        if args.peak_tflops and "tflops_per_s" in row:
-            row["mfu"] = row["tflops_per_s"] / args.peak_tflops
+        if peak and "tflops_per_s" in row and row["what"].startswith("train"):
+            row["mfu"] = row["tflops_per_s"] / peak
+    results.append({"what": "attention kernel (SDPA) at these sizes", "kernel": attention_kernel(
+        device, torch.bfloat16 if args.amp == "bf16" else torch.float32, size)})
     by_name = {row["what"]: row for row in results}
     if "train teacher" in by_name and "train lad" in by_name:
         # The seed's pipeline: 36,816 teacher steps, then 49,088 LAD steps.
@@ -354,8 +471,8 @@ def main():
 
 def report(results, machine, settings, out: Path):
     print(f"\nmachine: {machine}\nsettings: {settings}\n")
-    columns = ["what", "examples_per_s", "ms_per_step", "peak_memory_mb", "tflops_per_s", "mfu",
-               "speedup_of_ours", "same_loss_and_gradients", "hours"]
+    columns = ["what", "examples_per_s", "ms_per_step", "ops_per_step", "peak_memory_mb",
+               "tflops_per_s", "mfu", "speedup_of_ours", "same_loss_and_gradients", "hours", "kernel"]
     width = {"what": 48}
     print("".join(f"{c:>{width.get(c, 16)}} " for c in columns))
     for row in results:

@@ -1,29 +1,37 @@
 """The CUDA paths: device placement, fused AdamW, bf16 autocast, no host sync in a step.
 
 Skipped where torch sees no GPU (this project's CPU machines and CI). Run them on a GPU
-machine with `python -m pytest -q tests/test_cuda.py`.
+machine with `python -m pytest -q tests/test_cuda.py` (bench/gpu_check.sh does). With
+TEST_CUDA_ON_CPU=1 the tests that only place work on a device run on the CPU instead: a
+dry run of this file's own logic, for machines without a GPU.
 """
 import argparse
 import json
+import os
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import flags, run_script, seed_flags
-from test_distillation_e2e import LAD, SMALL, teacher_workdir
+from test_distillation_e2e import GATE_FLAGS, LAD, SMALL, STUDENTS, teacher_workdir
+from test_resume import run_hooked
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DRY = os.environ.get("TEST_CUDA_ON_CPU") == "1" and not torch.cuda.is_available()
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or DRY), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.skipif(DRY, reason="checks CUDA itself (not in a dry run on the CPU)")
 
-GPU = dict(device_id=0, tdevice_id=0, gate_device_id=0)
+GPU = dict(device_id=-1 if DRY else 0, tdevice_id=-1 if DRY else 0, gate_device_id=-1 if DRY else 0)
 
 
 @pytest.fixture(scope="module")
 def work(assets, deep_bert, tmp_path_factory):
     """A 12-layer tiny teacher fine-tuned on the GPU in bf16 by the seed's command."""
-    return teacher_workdir(assets, deep_bert, tmp_path_factory.mktemp("cuda"), 0, "--amp", "bf16")
+    return teacher_workdir(assets, deep_bert, tmp_path_factory.mktemp("cuda"), GPU["device_id"],
+                           "--amp", "bf16")
 
 
+@needs_cuda
 def test_seed_lad_command_trains_on_the_gpu_in_bf16(work):
     run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU), "--amp", "bf16", cwd=work)
     folder = work / "exp" / "LAD_soft_4_6_bert_mnli"
@@ -35,6 +43,7 @@ def test_seed_lad_command_trains_on_the_gpu_in_bf16(work):
     assert torch.load(folder / "gate-5.pt", weights_only=True)["gates.0.linear.weight"].isfinite().all()
 
 
+@needs_cuda
 def test_gpu_and_cpu_evaluation_agree(work):
     """fp32 evaluation of the same checkpoints on the GPU and on the CPU."""
     accuracies = {}
@@ -48,6 +57,7 @@ def test_gpu_and_cpu_evaluation_agree(work):
     assert all(abs(g - c) <= 1 / 60 + 1e-9 for g, c in zip(accuracies["0"], accuracies["-1"]))
 
 
+@needs_cuda
 def test_teacher_on_the_cpu_student_and_gates_on_the_gpu(work):
     run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(
         tdevice_id=-1, experiment="LAD_mixed")), "--eval_during_training", "dev_matched",
@@ -58,6 +68,7 @@ def test_teacher_on_the_cpu_student_and_gates_on_the_gpu(work):
     assert set(results["device"]) == {"cuda:0"} and results["accuracy"].between(0, 1).all()
 
 
+@needs_cuda
 def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work):
     from fine_tune.data import load_tokenized
     from fine_tune.distillation import load_teacher
@@ -95,6 +106,7 @@ def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work
     assert all(p.dtype == torch.float32 for p in student.parameters())
 
 
+@needs_cuda
 def test_a_device_left_out_is_gpu_0_and_said(work):
     result = run_script("run_fine_tune_eval.py", *flags(
         "--experiment teacher_base --model bert --task mnli --dataset dev_matched"), cwd=work)
@@ -104,3 +116,49 @@ def test_a_device_left_out_is_gpu_0_and_said(work):
         cwd=work)
     config = json.loads((work / "exp" / "LAD_default_device_bert_mnli" / "config.json").read_text())
     assert (config["device_id"], config["tdevice_id"], config["gate_device_id"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("amp", ["fp32", "bf16"])
+@pytest.mark.parametrize("experiment", STUDENTS)
+def test_every_method_trains_on_the_gpu(work, experiment, amp):
+    """Each of the seed's distillation commands on GPU 0, in fp32 and in bf16 (the bf16
+    teacher and the student's bf16 weight copies included)."""
+    script, command, gates = STUDENTS[experiment]
+    small = {k: v for k, v in (SMALL | GPU).items() if gates or k not in GATE_FLAGS}
+    name = f"{experiment}_{amp}"
+    run_script(script, *seed_flags(command, **small, experiment=name), "--amp", amp, cwd=work)
+    folder = work / "exp" / f"{name}_bert_mnli"
+    state = torch.load(folder / "model-5.pt", weights_only=True)
+    assert all(t.dtype != torch.bfloat16 and t.isfinite().all() for t in state.values())
+    log = pd.read_csv(folder / "train_log.csv")
+    assert log["loss/total"].notna().all() and (log["loss/total"] > 0).all()
+
+
+@needs_cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_gates_on_a_second_gpu(work):
+    run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(
+        gate_device_id=1, experiment="LAD_gates_on_1")), "--amp", "bf16", cwd=work)
+    config = json.loads((work / "exp" / "LAD_gates_on_1_bert_mnli" / "config.json").read_text())
+    assert (config["device_id"], config["gate_device_id"]) == (0, 1)
+
+
+def test_a_killed_gpu_run_resumes(work):
+    """SIGKILL after step 3 of 5, then --resume: it ends at step 5 and close to an
+    uninterrupted run (cuBLAS is not bitwise deterministic, so not equal)."""
+    lad = seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_killed"))
+    run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_whole")),
+               cwd=work)
+    killed = run_hooked("kill_after_step", 3, "run_lad_distil.py", lad, work)
+    assert killed.returncode == -9
+    resumed = run_script("run_lad_distil.py", *lad, "--resume", cwd=work)
+    assert "resuming LAD_killed_bert_mnli from step 2" in resumed.stdout
+    a = torch.load(work / "exp" / "LAD_whole_bert_mnli" / "model-5.pt", weights_only=True)
+    b = torch.load(work / "exp" / "LAD_killed_bert_mnli" / "model-5.pt", weights_only=True)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+
+
+def test_compiled_training_step_on_the_gpu(work):
+    run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_compiled")),
+               "--amp", "bf16", "--compile", cwd=work)
+    assert (work / "exp" / "LAD_compiled_bert_mnli" / "model-5.pt").is_file()
