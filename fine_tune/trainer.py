@@ -89,7 +89,7 @@ class Bf16Linears:
         self.masters = [p for _, p in named]
         self.copies = [torch.empty_like(p, dtype=torch.bfloat16).requires_grad_() for p in self.masters]
         self.grads = [torch.empty_like(p) for p in self.masters]    # the fp32 gradients
-        self.staging = [torch.empty_like(p) for p in self.masters]  # a later micro-batch's
+        self.staging = None  # a later micro-batch's gradients (made when --accum_step needs them)
         self.refresh()
 
     def refresh(self) -> None:
@@ -109,6 +109,8 @@ class Bf16Linears:
             if self.folded == 0:
                 torch._foreach_copy_(self.grads, grads)
             else:
+                if self.staging is None:
+                    self.staging = [torch.empty_like(p) for p in self.masters]
                 torch._foreach_copy_(self.staging, grads)
                 torch._foreach_add_(self.grads, self.staging)
         self.folded += 1
