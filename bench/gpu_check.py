@@ -3,18 +3,21 @@
     bench/gpu_check.sh OUT            # on a machine with a CUDA GPU (about 8 minutes on an H100/H200)
     bench/gpu_check.sh OUT --cpu      # a dry run with tiny sizes on the CPU (the test suite runs it)
 
-Steps, each logged, each allowed to fail without stopping the others:
+Steps, each logged, each allowed to fail without stopping the others, most wanted first
+(each gets at most what is left of --budget, 540 s by default):
   1. the machine: GPU, driver, torch and transformers versions (environment.json);
-  2. tests/test_cuda.py (every method in fp32 and bf16, gates on a second GPU when there
-     is one, a killed GPU run resumed);
-  3. the benchmark at the seed's sizes for teacher and LAD in fp32, bf16 and bf16 with
-     --compile: examples/s, MFU against the measured bf16 (fp32) matmul rate, peak memory,
-     ops per step, and which attention (SDPA) kernel runs;
-  4. a 300-step LAD run at the seed's sizes on synthetic data through the real scripts,
-     killed with SIGKILL after its step-200 checkpoint and resumed, beside the same run
-     uninterrupted (on a GPU the two are close, not bitwise: cuBLAS kernels are not
-     deterministic);
-then a summary table (summary.csv, summary.json, printed). Everything goes to OUT.
+  2. the benchmark at the seed's sizes for teacher and LAD in fp32 and bf16: examples/s,
+     MFU against the measured bf16 (fp32) matmul rate, peak memory, ops per step, and
+     which attention (SDPA) kernel runs;
+  3. a 300-step LAD run at the seed's sizes on synthetic data through the real scripts,
+     killed with SIGKILL once its training state reached the step-200 checkpoint and
+     resumed, beside the same run uninterrupted (on a GPU the two are close, not bitwise:
+     cuBLAS kernels are not deterministic);
+  4. tests/test_cuda.py (every method in fp32 and bf16, gates on a second GPU when there
+     is one, a killed GPU run resumed, --compile);
+  5. the benchmark's teacher and LAD in bf16 with --compile;
+then a summary table (summary.csv, summary.json after every step, printed). Everything
+goes to OUT.
 """
 import argparse
 import json
@@ -34,8 +37,20 @@ def log(text: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+DEADLINE = [float("inf")]  # time.time() by which everything must be done (--budget)
+
+
+def remaining(timeout: int) -> int:
+    return int(max(0, min(timeout, DEADLINE[0] - time.time())))
+
+
 def run(command: list, out: Path, name: str, timeout: int, env=None) -> dict:
-    """Run a step, its output to OUT/<name>.log; returns its status and seconds."""
+    """Run a step, its output to OUT/<name>.log; returns its status and seconds. A step
+    gets at most what is left of --budget (none left: skipped)."""
+    timeout = remaining(timeout)
+    if timeout < 5:
+        log(f"{name}: skipped, the --budget is spent")
+        return {"step": name, "status": "skipped (budget)", "seconds": 0}
     log(f"{name}: {' '.join(map(str, command))}")
     started = time.perf_counter()
     with open(out / f"{name}.log", "w") as file:
@@ -67,13 +82,12 @@ def environment(out: Path, cpu: bool) -> dict:
     return info
 
 
-def benchmark(out: Path, cpu: bool, python: str, compile_too: bool) -> tuple[list, list]:
-    """The benchmark's rows for fp32, bf16 and bf16 + compile."""
+def benchmark(out: Path, cpu: bool, python: str, configs: list) -> tuple[list, list]:
+    """The benchmark's rows for each (amp, compile) of `configs`."""
     device = ["--device_id", "-1"] if cpu else ["--device_id", "0"]
     size = ["--size", "tiny", "--steps", "1", "--warmup", "1"] if cpu else \
         ["--size", "seed", "--steps", "20", "--warmup", "3"]
     steps, rows = [], []
-    configs = [("fp32", False), ("bf16", False)] + [("bf16", True)] * compile_too
     for amp, compile_ in configs:
         name = f"bench_{amp}" + ("_compile" if compile_ else "")
         folder = out / name
@@ -81,7 +95,7 @@ def benchmark(out: Path, cpu: bool, python: str, compile_too: bool) -> tuple[lis
                    "--compile_methods", "teacher,lad" if compile_ else ""]
         command = [python, "bench/bench_train.py", *size, *device, "--amp", amp, "--measure_peak",
                    *methods, "--out", folder]
-        steps.append(run(command, out, name, timeout=240 if compile_ else 150))
+        steps.append(run(command, out, name, timeout=180 if compile_ else 90))
         for result in folder.glob("*.json"):
             for row in json.loads(result.read_text())["results"]:
                 rows.append({"config": name} | row)
@@ -112,16 +126,24 @@ def kill_and_resume(out: Path, cpu: bool, python: str) -> tuple[list, dict]:
            "--log_step", str(ckpt // 2), "--amp", "fp32" if cpu else "bf16", *common]
     steps = [run(teacher, out, "kill_resume_teacher", timeout=120)]
     steps.append(run([*lad, "--experiment", "whole"], out, "kill_resume_uninterrupted", timeout=200))
-    # The killed run: SIGKILL once its checkpoint at step total - ckpt exists.
+    # The killed run: SIGKILL once its training state has moved on to the checkpoint at
+    # step total - ckpt (so the resume starts there).
     log("kill_resume_killed: starting, to be killed after its checkpoint at step "
         f"{total - ckpt}")
-    target = work / "exp" / "killed_bert_mnli" / f"model-{total - ckpt}.pt"
+    folder = work / "exp" / "killed_bert_mnli"
+    target, state = folder / f"model-{total - ckpt}.pt", folder / "train_state.pt"
+
+    def state_moved_on() -> bool:
+        try:
+            return target.exists() and state.stat().st_mtime_ns >= target.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
     with open(out / "kill_resume_killed.log", "w") as file:
         process = subprocess.Popen(list(map(str, [*lad, "--experiment", "killed"])), cwd=ROOT,
                                    stdout=file, stderr=subprocess.STDOUT)
-        deadline = time.time() + 200
-        while not target.exists() and process.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
+        deadline = time.time() + remaining(200)
+        while not state_moved_on() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
         killed = process.poll() is None
         if killed:
             process.send_signal(signal.SIGKILL)
@@ -153,6 +175,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="folder for every result and log (created)")
     parser.add_argument("--cpu", action="store_true", help="a dry run on the CPU with tiny sizes")
+    parser.add_argument("--budget", type=float, default=540,
+                        help="seconds the whole check may take (steps are cut short or skipped "
+                             "to fit; the summary is written after every step)")
     parser.add_argument("--no_compile", action="store_true",
                         help="leave out the --compile benchmark (the test suite's dry run: "
                              "compiling on a CPU takes a minute)")
@@ -162,19 +187,36 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     python = sys.executable
     started = time.perf_counter()
+    DEADLINE[0] = time.time() + args.budget
     info = environment(out, args.cpu)
     if not args.cpu and not info["gpus"]:
         log("no CUDA GPU visible: run with --cpu for a dry run")
         return 2
-    steps = [run([python, "-m", "pytest", "-q", "-x", "tests/test_cuda.py"], out, "test_cuda",
-                 timeout=300)]
-    bench_steps, rows = benchmark(out, args.cpu, python, compile_too=not args.no_compile)
-    steps += bench_steps
+    summary = {"environment": info, "steps": [], "benchmark": [], "kill_resume": {}}
+
+    def save() -> None:  # after every step: a run cut off still leaves what it measured
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # Most wanted first, in case the budget runs out: eager speed, the resume, the tests,
+    # then compilation.
+    bench_steps, rows = benchmark(out, args.cpu, python, [("fp32", False), ("bf16", False)])
+    summary["steps"] += bench_steps
+    summary["benchmark"] += rows
+    save()
     resume_steps, resume = kill_and_resume(out, args.cpu, python)
-    steps += resume_steps
-    summary = {"environment": info, "steps": steps, "benchmark": rows, "kill_resume": resume,
-               "seconds": round(time.perf_counter() - started, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["steps"] += resume_steps
+    summary["kill_resume"] = resume
+    save()
+    summary["steps"].append(run([python, "-m", "pytest", "-q", "-x", "tests/test_cuda.py"], out,
+                                "test_cuda", timeout=200))
+    save()
+    if not args.no_compile:
+        bench_steps, rows = benchmark(out, args.cpu, python, [("bf16", True)])
+        summary["steps"] += bench_steps
+        summary["benchmark"] += rows
+        save()
+    steps = summary["steps"]
+    rows = summary["benchmark"]
     import pandas as pd
     table = pd.DataFrame(rows)
     keep = [c for c in ("config", "what", "examples_per_s", "ms_per_step", "ops_per_step", "mfu",

@@ -252,7 +252,8 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
     data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
         load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
         load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
-    args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
+    with distributed.same_on_every_rank():
+        args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         def write():

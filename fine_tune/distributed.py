@@ -198,6 +198,22 @@ def average_gradients(parameters) -> None:
         offset += p.numel()
 
 
+def broadcast_parameters(module) -> None:
+    """Rank 0's values of `module`'s parameters on every rank (one flat broadcast)."""
+    if not active():
+        return
+    import torch
+    import torch.distributed as dist
+    parameters = list(module.parameters())
+    if not parameters:
+        return
+    with torch.no_grad():
+        flat = torch.cat([p.reshape(-1) for p in parameters])
+        dist.broadcast(flat, 0)
+        torch._foreach_copy_(parameters, [part.view_as(p) for part, p in
+                                          zip(flat.split([p.numel() for p in parameters]), parameters)])
+
+
 def shard(rows):
     """This rank's slice of a global batch (ranks get equal slices, the first ones one
     row more when the batch does not divide)."""

@@ -20,6 +20,7 @@ from fine_tune.heads import head_of
 from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
+from fine_tune.results import best_step
 
 # Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
 # ids (f1 is for the class "1", as GLUE scores MRPC and QQP) or scores.
@@ -177,7 +178,7 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
     # One checkpoint (--ckpt) is merged into the earlier table; all of them replace it.
     results = record_results(experiment, task, args.dataset, rows, merge=one is not None)
     main = task.metrics[0]
-    best = results.loc[results[main].idxmax()]
+    best_at = best_step(results, main)
     parameters = sum(p.numel() for p in model.parameters())
     seconds = sum(len(data) / row["examples_per_s"] for row in rows)
     speed = len(data) * len(rows) / seconds
@@ -185,7 +186,11 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
           f"{speed:.1f} examples/s on {device})")
     print(results.drop(columns=["examples_per_s", "device"], errors="ignore")
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"best ({main}): model-{int(best['step'])}.pt  {scores_text(task, best)}")
+    if best_at is None:
+        print(f"best ({main}): none, no checkpoint has a {main} score")
+    else:
+        best = results.loc[results["step"] == best_at].iloc[0]
+        print(f"best ({main}): model-{best_at}.pt  {scores_text(task, best)}")
     print(f"results written to {experiment.path / results_file}")
     return results
 

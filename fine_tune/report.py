@@ -14,7 +14,7 @@ from pathlib import Path
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME, TRAINABLE_TASKS
-from fine_tune.results import dev_split
+from fine_tune.results import best_step, dev_split
 
 # The script that trained an experiment (config.json's command) and the flag naming its
 # variant, if any: the method column.
@@ -67,8 +67,10 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
     chosen = None
     if selection in tables and len(tables[selection]):
         first = task.metrics[0]
-        selected = tables[selection].loc[tables[selection][first].idxmax()]
-        chosen = row["selected_step"] = int(selected["step"])
+        chosen = best_step(tables[selection], first)
+    if chosen is not None:
+        row["selected_step"] = chosen
+        selected = tables[selection].loc[tables[selection]["step"] == chosen].iloc[0]
         if "examples_per_s" in selected:  # (results written before the speed was recorded lack it)
             row["examples/s"] = f"{float(selected['examples_per_s']):.1f}"
             row["eval device"] = selected["device"]
@@ -76,8 +78,10 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
         metric = task.metrics[0]
         if chosen is not None and chosen in set(table["step"]):
             row[f"{split} {metric}"] = float(table.loc[table["step"] == chosen, metric].iloc[0])
-        best = table.loc[table[metric].idxmax()]
-        row[f"{split} best {metric}"] = f"{best[metric]:.4f} @{int(best['step'])}"
+        at = best_step(table, metric)
+        if at is not None:
+            best = table.loc[table["step"] == at].iloc[0]
+            row[f"{split} best {metric}"] = f"{best[metric]:.4f} @{at}"
     # Same method (as the report names it: older configs lack "method") and settings.
     row["_key"] = json.dumps({k: v for k, v in config.items() if k not in NOT_A_DIFFERENCE}
                              | {"method": row["method"]}, sort_keys=True, default=str)

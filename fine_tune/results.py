@@ -16,6 +16,13 @@ def dev_split(task) -> str:
     return labelled[0]
 
 
+def best_step(table, metric: str) -> int | None:
+    """The step of the highest `metric` in a results table (the first on a tie); None when
+    no row has a score (every value NaN, e.g. a correlation of constant predictions)."""
+    scored = table.dropna(subset=[metric])
+    return None if scored.empty else int(scored.loc[scored[metric].idxmax(), "step"])
+
+
 def best_dev_step(folder: Path, experiment: str, task, flag: str) -> tuple[int, str]:
     """(step, split) of the best score of the task's first metric on its dev split, from
     run_fine_tune_eval.py's results file in the experiment folder `folder`."""
@@ -27,5 +34,8 @@ def best_dev_step(folder: Path, experiment: str, task, flag: str) -> tuple[int, 
         raise UserError(f"{flag}: {results} not found, so there is no best checkpoint on dev "
                         f"yet: run python run_fine_tune_eval.py --experiment {experiment} "
                         f"--task {trained.name} --dataset {split}, or name a step")
-    table = pd.read_csv(results)
-    return int(table.loc[table[trained.metrics[0]].idxmax(), "step"]), split
+    step = best_step(pd.read_csv(results), trained.metrics[0])
+    if step is None:
+        raise UserError(f"{flag}: no checkpoint in {results} has a {trained.metrics[0]} score "
+                        "(all are empty): name a step")
+    return step, split

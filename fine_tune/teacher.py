@@ -21,6 +21,7 @@ def fine_tune_teacher(args) -> None:
     # (and the flags before the processes of a torchrun start talking).
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
         check_training_args(args)
+        experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
         device = distributed.select_device(args)
     set_matmul_precision(args)
     distributed.start(device)
@@ -28,7 +29,6 @@ def fine_tune_teacher(args) -> None:
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
                   device_id=device_id(device), method="teacher",
                   world_size=distributed.world_size())
-    experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
 
     def load():
         tokenizer = load_tokenizer(args.ptrain_ver)
@@ -41,7 +41,8 @@ def fine_tune_teacher(args) -> None:
     data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
         load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
         load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
-    args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
+    with distributed.same_on_every_rank():
+        args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
 
     objective = FineTuning(head_of(get_task(args.task)))
     check_padding(args, objective)

@@ -76,9 +76,10 @@ class Bf16Linears:
     forward pass and every bf16 weight gradient back to fp32 in the backward pass: two
     small kernels per tensor per micro-batch. Here the copies are refreshed once per step
     in one foreach copy, the forward pass uses them (torch.func.functional_call), and
-    their gradients reach the fp32 weights in one foreach copy per micro-batch (and one
-    foreach add from the second on). The values are the ones autocast would use, so the
-    gradients are the same (tested bitwise on the CPU)."""
+    their gradients reach the fp32 weights in one foreach copy for the first micro-batch
+    of a step (a foreach copy and a foreach add for each later one). The values are the
+    ones autocast would use, so the gradients are the same (tested bitwise on the CPU); a
+    weight no micro-batch used keeps no gradient, as under autocast."""
 
     def __init__(self, module: nn.Module):
         named = [(f"{name}.{kind}" if name else kind, getattr(sub, kind))
@@ -90,13 +91,14 @@ class Bf16Linears:
         self.copies = [torch.empty_like(p, dtype=torch.bfloat16).requires_grad_() for p in self.masters]
         self.grads = [torch.empty_like(p) for p in self.masters]    # the fp32 gradients
         self.staging = None  # a later micro-batch's gradients (made when --accum_step needs them)
+        self.used = [False] * len(self.masters)
         self.refresh()
 
     def refresh(self) -> None:
         """Before a step: the copies take the weights of the last update."""
         with torch.no_grad():
             torch._foreach_copy_(self.copies, self.masters)
-        self.folded = 0
+        self.folded, self.used = 0, [False] * len(self.masters)
 
     def parameters(self) -> dict:
         return dict(zip(self.names, self.copies))
@@ -104,6 +106,7 @@ class Bf16Linears:
     def fold_gradients(self) -> None:
         """After a backward pass: the copies' gradients into the fp32 weights' (an unused
         tensor's gradient counts as zeros), and the copies' cleared."""
+        self.used = [used or c.grad is not None for used, c in zip(self.used, self.copies)]
         grads = [c.grad if c.grad is not None else torch.zeros_like(c) for c in self.copies]
         with torch.no_grad():
             if self.folded == 0:
@@ -114,8 +117,8 @@ class Bf16Linears:
                 torch._foreach_copy_(self.staging, grads)
                 torch._foreach_add_(self.grads, self.staging)
         self.folded += 1
-        for copy, master, grad in zip(self.copies, self.masters, self.grads):
-            copy.grad, master.grad = None, grad
+        for copy, master, grad, used in zip(self.copies, self.masters, self.grads, self.used):
+            copy.grad, master.grad = None, grad if used else None
 
 
 @dataclass
@@ -182,8 +185,12 @@ class TrainableGroup:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p)
                  for unit in self.clip_units for p in unit]
         norms = torch.stack(torch._foreach_norm(grads))  # one norm per tensor
-        units = torch.zeros(len(self.clip_units), device=norms.device, dtype=norms.dtype)
-        units = units.index_add(0, self._unit_of, norms.square()).sqrt()  # each unit's norm
+        sizes = {len(unit) for unit in self.clip_units}
+        if len(sizes) == 1:  # (LAD's gates: equal units; a fixed, deterministic order)
+            units = torch.linalg.vector_norm(norms.view(len(self.clip_units), -1), dim=1)
+        else:
+            units = torch.zeros(len(self.clip_units), device=norms.device, dtype=norms.dtype)
+            units = units.index_add(0, self._unit_of, norms.square()).sqrt()  # each unit's norm
         scale = torch.clamp(self.settings.max_norm / (units + 1e-6), max=1.0)  # as clip_grad_norm_
         torch._foreach_mul_(grads, scale[self._unit_of].unbind())  # (in place: p.grad)
         return torch.linalg.vector_norm(units)
@@ -247,6 +254,7 @@ class TrainingRun:
     dynamic_padding: bool = field(init=False)  # --dynamic_padding: cut batches to their longest row
     devices: set = field(init=False)           # every device the step touches, found once
     forward_model: nn.Module = field(init=False)  # `model`, or its DDP / torch.compile wrapper
+    ddp: nn.Module | None = field(init=False)     # the DDP wrapper under torchrun
     teacher_forward: nn.Module | None = field(init=False)  # `teacher`, or compiled
     bf16_linears: dict = field(init=False)     # {"model"/"objective": Bf16Linears} under --amp bf16
 
@@ -258,7 +266,7 @@ class TrainingRun:
             # The frozen teacher's weights become bf16 once, here, in place: its forward then
             # runs without autocast, which would otherwise cast every weight on every step.
             self.teacher.to(torch.bfloat16)
-        self.forward_model = self.model
+        self.forward_model, self.ddp = self.model, None
         self.teacher_forward = compiled(self.teacher, self.args) if self.teacher is not None else None
         if distributed.active():
             # Only the trained model is wrapped: the frozen teacher stays a plain module on
@@ -271,9 +279,10 @@ class TrainingRun:
             options = inspect.signature(DistributedDataParallel).parameters
             no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in options
                               else {"broadcast_buffers": False})  # (the name before torch 2.13)
-            self.forward_model = DistributedDataParallel(
+            self.forward_model = self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 **no_buffer_sync)
+            distributed.broadcast_parameters(self.objective)  # the gates start alike too
         self.forward_model = compiled(self.forward_model, self.args)  # --compile
         # bf16 weight copies instead of autocast's casts: not under DDP (its hooks watch
         # the module's own parameters) nor --compile (which fuses the casts itself).
@@ -286,9 +295,9 @@ class TrainingRun:
     def gradient_sync(self, last: bool):
         """Under torchrun, the student's gradients are all-reduced in the backward pass of
         the last micro-batch of a step only (no_sync for the others)."""
-        if last or self.forward_model is self.model:
+        if last or self.ddp is None:
             return nullcontext()
-        return self.forward_model.no_sync()
+        return self.ddp.no_sync()
 
     def roles(self) -> dict:
         """The device of each part of the step."""
@@ -376,7 +385,7 @@ def _to(batch: dict, device: torch.device) -> dict:
 def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     """Forward passes of one micro-batch and the objective's loss terms. Under --amp bf16
     the matrix work runs in bf16 (the student's under autocast, the frozen teacher's in
-    bf16 weights); the objectives compute losses and softmaxes in fp32."""
+    bf16 weights, its states bf16); the objectives compute losses and softmaxes in fp32."""
     batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
     with autocast(run.devices, run.amp):
@@ -388,7 +397,8 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
             # of their own autograd graph.
             # Under --amp bf16 the teacher is bf16 (see TrainingRun) and runs outside
-            # autocast; the objectives read its outputs in fp32.
+            # autocast: its states are bf16; the losses are computed in fp32 (LAD's gates
+            # mix the first states in bf16, as autocast would run them).
             with torch.no_grad(), torch.autocast(run.teacher_device.type, enabled=False):
                 if run.teacher_device != run.device:  # copy the batch once per device
                     inputs = prepared_attention_mask(
@@ -572,8 +582,10 @@ def save_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: in
     the previous training state, which points at checkpoints that are all complete.
     Under torchrun it holds every rank's random states (rank 0 writes it)."""
     rngs = distributed.gather_objects(rng_state(run))
-    if not distributed.is_main():
-        return
+    distributed.agreed(lambda: _write_train_state(run, groups, order, step, rngs), main_only=True)
+
+
+def _write_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: int, rngs: list) -> None:
     experiment = run.experiment
     states = [group.state_dict() for group in groups]
     experiment.save_train_state({
@@ -598,8 +610,9 @@ def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog"):
         # (under torchrun every rank predicts its share of the batches; rank 0 writes)
         row = score(run.model, task, data, run.args.eval_batch_size, run.device, amp=run.amp,
                     desc=f"{split} model-{step}")
+        table = distributed.agreed(lambda: record_results(  # rank 0 writes; all hear of a failure
+            run.experiment, task, split, [{"step": step} | row], merge=True), main_only=True)
         if distributed.is_main():
-            table = record_results(run.experiment, task, split, [{"step": step} | row], merge=True)
             first = table if first is None else first
             log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
     run.model.train()
@@ -619,10 +632,11 @@ def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
     keep = set(steps[-keep_count:])
     if first_results is not None:
         from fine_tune.glue import get_task
-        metric = get_task(run.args.task).metrics[0]
-        scored = first_results[first_results["step"].isin(steps)]  # not a killed run's later rows
-        if len(scored):
-            keep.add(int(scored.loc[scored[metric].idxmax(), "step"]))
+        from fine_tune.results import best_step
+        best = best_step(first_results[first_results["step"].isin(steps)],  # (not a killed
+                         get_task(run.args.task).metrics[0])                  # run's later rows)
+        if best is not None:
+            keep.add(best)
     for old in steps:
         if old not in keep:  # the model first: a listed checkpoint always has its gates
             for kind in ("model", "gate"):
@@ -725,7 +739,8 @@ def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
     groups = make_groups(run)
     order = BatchOrder(len(run.data), args.batch_size, args.seed)
-    start = restore(run, groups, order) if getattr(args, "resume", False) else 0
+    # (under torchrun every rank reads the state; a damaged file stops all with one line)
+    start = distributed.agreed(lambda: restore(run, groups, order)) if getattr(args, "resume", False) else 0
     if start == 0 and distributed.rank() > 0:
         torch.manual_seed(args.seed + 1_000_003 * distributed.rank())  # each rank its own dropout
     run.model.train()
@@ -761,13 +776,15 @@ def train(run: TrainingRun) -> None:
                 watched = run.objective.name_statistics(
                     {tag: (value / summed_steps).tolist() for tag, value in averaged.items()})
                 sums, statistics, summed_steps = None, {}, 0
-                log.write(step, means, groups, watched)
+                distributed.agreed(lambda: log.write(step, means, groups, watched), main_only=True)
             if step % args.ckpt_step == 0 or last:
                 guard.check(experiment)  # never save a diverged model
-                save_weights(run, groups, step)
+                # Rank 0 writes; under torchrun the others wait for its verdict (a full disk
+                # stops them all with its one line).
+                distributed.agreed(lambda: save_weights(run, groups, step), main_only=True)
                 first_results = evaluate_checkpoint(run, step, log) if run.eval_data else None
                 save_train_state(run, groups, order, step)  # only now does --resume reach `step`
-                prune_checkpoints(run, step, first_results)
+                distributed.agreed(lambda: prune_checkpoints(run, step, first_results), main_only=True)
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
         stopped = f"training of {experiment.name} stopped at step {step} of {total_step}"

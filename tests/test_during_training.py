@@ -112,3 +112,11 @@ def test_a_split_the_task_lacks_stops_before_anything_is_written(workdir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "dev" in result.stderr.strip().splitlines()[-1]
     assert not (workdir / "exp").exists()
+
+
+def test_the_best_step_ignores_scores_that_are_not_numbers():
+    """A correlation of constant predictions is NaN: never "best", and no crash when all are."""
+    from fine_tune.results import best_step
+    nan = float("nan")
+    assert best_step(pd.DataFrame({"step": [2, 4, 6], "pearson": [nan, 0.3, 0.1]}), "pearson") == 4
+    assert best_step(pd.DataFrame({"step": [2, 4], "pearson": [nan, nan]}), "pearson") is None

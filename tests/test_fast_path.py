@@ -113,12 +113,13 @@ def test_a_bf16_lad_step_still_trains_and_logs(workdir):
 
 
 def test_compiled_training_and_evaluation_equal_eager(workdir, monkeypatch):
-    """--compile (inductor, on the CPU here) changes the kernels, not the results."""
+    """--compile (inductor, on the CPU here) changes the kernels, not the results (with
+    gradient accumulation, whose micro-batches need no DDP no_sync in one process)."""
     from fine_tune.evaluation import evaluate_checkpoints
     from fine_tune.teacher import fine_tune_teacher
     monkeypatch.chdir(workdir)
-    teacher = ("--ptrain_ver tiny-bert --batch_size 8 --ckpt_step 3 --log_step 3 --lr 1e-3 "
-               "--max_seq_len 32 --device_id -1 --total_step 3 --warmup_step 1 --dropout 0")
+    teacher = ("--ptrain_ver tiny-bert --batch_size 8 --accum_step 2 --ckpt_step 3 --log_step 3 "
+               "--lr 1e-3 --max_seq_len 32 --device_id -1 --total_step 3 --warmup_step 1 --dropout 0")
     results = {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):
         fine_tune_teacher(Settings(**vars(cli.teacher_parser().parse_args(

@@ -16,8 +16,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == [
-        "test_cuda", "bench_fp32", "bench_bf16", "kill_resume_teacher",
-        "kill_resume_uninterrupted", "kill_resume_killed", "kill_resume_resumed"]
+        "bench_fp32", "bench_bf16", "kill_resume_teacher", "kill_resume_uninterrupted",
+        "kill_resume_killed", "kill_resume_resumed", "test_cuda"]
     assert all(s["status"] in ("ok", "killed") for s in summary["steps"])
     rows = {(r["config"], r["what"]): r for r in summary["benchmark"]}
     for config in ("bench_fp32", "bench_bf16"):
