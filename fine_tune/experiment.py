@@ -37,6 +37,7 @@ TRAIN_STATE = "train_state.pt"  # optimisers, schedules, data order and RNG of t
 RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id", "tdevice_id",
                      "gate_device_id", "data_dir", "exp_dir", "command",
                      "eval_during_training", "eval_batch_size", "keep_checkpoints",
+                     "tf32", "compile",  # (rounding, not the run)
                      "method"}  # (recorded by the scripts, not a flag; older runs lack it)
 
 

@@ -25,7 +25,7 @@ METHODS = {"run_fine_tune.py": ("teacher", None), "run_lad_distil.py": ("LAD", N
 NOT_A_DIFFERENCE = {"seed", "experiment", "command", "method", "resume", "overwrite", "log_step",
                     "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir",
                     "eval_during_training", "eval_batch_size", "keep_checkpoints",
-                    "world_size"}  # (torchrun keeps the global batch: the same experiment)
+                    "world_size", "tf32", "compile"}  # (torchrun keeps the global batch: the same experiment)
 
 
 def method_of(config: dict) -> str:

@@ -175,3 +175,22 @@ def test_unwritable_experiment_folder_is_a_clear_error(workdir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot create blocked/exp/teacher_base_bert_mnli" in result.stderr
     assert "check --exp_dir" in result.stderr
+
+
+def test_an_experiment_from_an_older_version_still_resumes(workdir):
+    """config.json written before the flags of this version existed (no eval/keep/tf32/
+    compile settings, no world_size, no method): --resume with today's flags is accepted,
+    and a real change is still refused."""
+    from fine_tune import cli
+    args = vars(cli.teacher_parser().parse_args(seed_flags(TEACHER)))
+    older = {k: v for k, v in args.items() if k not in {
+        "eval_during_training", "eval_batch_size", "keep_checkpoints", "tf32", "compile"}}
+    experiment = Experiment(workdir / "exp", "old", "bert", "mnli")
+    with experiment.training(older | {"max_seq_len": 64, "ptrain_ver": "x", "num_class": 3},
+                             overwrite=False):
+        pass
+    today = args | {"max_seq_len": 64, "ptrain_ver": "x", "num_class": 3, "world_size": 1,
+                    "method": "teacher", "compile": True}
+    experiment._check_same_run(today)
+    with pytest.raises(UserError, match="--lr 0.001 -> 0.002"):
+        experiment._check_same_run(today | {"lr": 0.002})
