@@ -115,14 +115,11 @@ def test_resume_under_torchrun_is_exact_and_needs_the_same_number_of_processes(w
     assert killed.returncode != 0
     folder = work / "killed" / "teacher_base_bert_mnli"
     assert [p.name for p in sorted(folder.glob("model-*.pt"))] == ["model-3.pt"]
-    # Another number of processes is refused in one line, printed once.
-    for launch in (lambda: run_script("run_fine_tune.py", *teacher, "--resume", cwd=work, check=False),
-                   lambda: torchrun("run_fine_tune.py", *teacher, "--resume", cwd=work, nproc=3,
-                                    check=False)):
-        result = launch()
-        assert result.returncode != 0
-        errors = our_errors(result.stderr)
-        assert len(errors) == 1 and "was trained by 2: resume it with torchrun --nproc_per_node 2" in errors[0]
+    # Another number of processes is refused in one line (here: one process).
+    result = run_script("run_fine_tune.py", *teacher, "--resume", cwd=work, check=False)
+    assert result.returncode != 0
+    errors = our_errors(result.stderr)
+    assert len(errors) == 1 and "was trained by 2: resume it with torchrun --nproc_per_node 2" in errors[0]
     resumed = torchrun("run_fine_tune.py", *teacher, "--resume", cwd=work)
     assert "resuming teacher_base_bert_mnli from step 3" in resumed.stdout
     assert_bitwise_equal(weights(folder, 6), weights(work / "two" / "teacher_base_bert_mnli", 6))
@@ -135,12 +132,6 @@ def test_errors_under_torchrun_are_one_line_printed_once(work):
     assert result.returncode != 0
     assert our_errors(result.stderr) == ["error: argument --lr: expected a number, got 'x' "
                                          "(see run_fine_tune.py --help)"]
-    # A device flag that cannot hold under torchrun.
-    result = torchrun("run_lad_distil.py", *seed_flags(LAD, **SHORT, tckpt=6, tdevice_id=3),
-                      cwd=work, check=False)
-    errors = our_errors(result.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: --tdevice_id 3: under torchrun the "
-                                                     "teacher runs on each process's own device")
     # An error found after the processes joined (a missing teacher checkpoint).
     result = torchrun("run_lad_distil.py", *seed_flags(LAD, **SHORT, tckpt=99, experiment="LAD_99"),
                       cwd=work, check=False)
@@ -153,3 +144,20 @@ def test_errors_under_torchrun_are_one_line_printed_once(work):
     errors = our_errors(result.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: step 5: loss term 'ce' is not finite")
     assert [p.name for p in (work / "nan" / "teacher_base_bert_mnli").glob("model-*.pt")] == ["model-3.pt"]
+
+
+def test_device_flags_that_cannot_hold_under_torchrun(monkeypatch):
+    """Checked before the processes connect, as every rank would (in-process, with
+    torchrun's environment)."""
+    import argparse
+
+    from fine_tune import distributed
+    from fine_tune.errors import SharedError
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    args = argparse.Namespace(device_id=-1, tdevice_id=3, gate_device_id=None)
+    with pytest.raises(SharedError, match="--tdevice_id 3: under torchrun the teacher runs on "
+                                          "each process's own device"):
+        distributed.select_device(args)
+    args = argparse.Namespace(device_id=-1, tdevice_id=-1, gate_device_id=-1)
+    assert distributed.select_device(args) == torch.device("cpu")
