@@ -397,8 +397,8 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
             # of their own autograd graph.
             # Under --amp bf16 the teacher is bf16 (see TrainingRun) and runs outside
-            # autocast: its states are bf16; the losses are computed in fp32 (LAD's gates
-            # mix the first states in bf16, as autocast would run them).
+            # autocast: its states are bf16; the losses are computed in fp32 (LAD's first
+            # gate mixes two bf16 teacher states, which autocast would have given in fp32).
             with torch.no_grad(), torch.autocast(run.teacher_device.type, enabled=False):
                 if run.teacher_device != run.device:  # copy the batch once per device
                     inputs = prepared_attention_mask(
