@@ -8,6 +8,7 @@ test-set submission files, a final table of accuracies per model, and the report
 all experiments with its plots (python -m fine_tune.report --plots).
 """
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -62,7 +63,11 @@ def run(script: str, parser, function, flags: str, common: str):
     """What `python <script> <flags> <common>` does, in this process (imports only once)."""
     argv = shlex.split(flags) + shlex.split(common)
     print(f"\n$ python {script} {' '.join(argv)}", flush=True)
-    return function(Settings(**vars(parser().parse_args(argv))))
+    saved, sys.argv = sys.argv, [script, *argv]  # config.json records this command, not demo.py
+    try:
+        return function(Settings(**vars(parser().parse_args(argv))))
+    finally:
+        sys.argv = saved
 
 
 def demo(args) -> None:

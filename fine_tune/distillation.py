@@ -211,6 +211,7 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
                             f"(--teacher_exp {args.teacher_exp}): the student would overwrite its "
                             "teacher; choose another --experiment")
         experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
+        experiment.refuse_folder_name()
         device = distributed.select_device(args)  # under torchrun: the rank's, for all roles
     set_matmul_precision(args)
     distributed.start(device)

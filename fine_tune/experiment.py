@@ -59,15 +59,20 @@ class Experiment:
         self.path = self.exp_dir / self.name
         self._lock_fd = None
 
+    def refuse_folder_name(self, flag: str = "--experiment") -> None:
+        """A new experiment named like a folder (teacher_base_bert_mnli) would become
+        teacher_base_bert_mnli_bert_mnli: one line with the name to use instead."""
+        short = self.experiment[:-len(self.suffix)]
+        if self.experiment.endswith(self.suffix) and short:
+            raise UserError(f"{flag} {self.experiment} is a folder name; {flag} takes the "
+                            f"experiment's name without {self.suffix}: use {flag} {short}")
+
     # ---- reading -------------------------------------------------------------
     def require(self, flag: str = "--experiment", what: str = "experiment") -> "Experiment":
         """The experiment must exist; else one line naming what was searched and the fix."""
         if (self.path / "config.json").is_file():
             return self
-        short = self.experiment[:-len(self.suffix)]
-        if self.experiment.endswith(self.suffix) and short:  # the folder's name given
-            raise UserError(f"{flag} {self.experiment} is a folder name; {flag} takes the "
-                            f"experiment's name without {self.suffix}: use {flag} {short}")
+        self.refuse_folder_name(flag)  # the folder's name given
         names = sorted(p.parent.name[:-len(self.suffix)] for p in self.exp_dir.glob("*/config.json")
                        if p.parent.name.endswith(self.suffix))
         hint = (f"; {what}s there for this model and task: {', '.join(names)}" if names
@@ -130,7 +135,13 @@ class Experiment:
         steps = self.checkpoint_steps() if steps is None else steps
         if not steps:
             return f"{self.name} has no checkpoints yet (model-<step>.pt): train it first"
-        return f"{self.name} has checkpoints at steps {', '.join(map(str, steps))}"
+        kept = ""
+        try:  # a run with --keep_checkpoints deleted the others
+            keep = json.loads((self.path / "config.json").read_text()).get("keep_checkpoints")
+            kept = f" (it ran with --keep_checkpoints {keep}, which deleted the others)" if keep else ""
+        except (OSError, ValueError, AttributeError):
+            pass
+        return f"{self.name} has checkpoints at steps {', '.join(map(str, steps))}{kept}"
 
     def load_train_state(self) -> dict | None:
         path = self.path / TRAIN_STATE

@@ -52,10 +52,10 @@ def _curves(plt, title: str, ylabel: str, lines: dict, log_scale=False):
     return figure
 
 
-def write_plots(exp_dir: Path, table: pd.DataFrame, select_on: str | None) -> list[Path]:
-    """Every plot for the report's rows (`table`: one row per experiment, as printed)."""
+def write_plots(folder: Path, exp_dir: Path, table: pd.DataFrame, select_on: str | None) -> list[Path]:
+    """Every plot for the report's rows (`table`: one row per experiment, as printed),
+    into `folder`."""
     plt = _pyplot()
-    folder = exp_dir / "plots"
     try:
         folder.mkdir(exist_ok=True)
     except OSError as error:

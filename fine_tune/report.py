@@ -7,13 +7,17 @@ that split itself, with its step. Runs that differ only in --seed are grouped in
 mean ± standard deviation in a second table. Printed, and written as exp/report.csv and
 exp/report.md; with --plots, PNGs in exp/plots/: each task's dev metric against step
 (one line per experiment), each experiment's training loss terms, and LAD's gate values.
+A report of a subset (--task, --filter) is written to report_<task>_<filter>.csv/.md and
+plots_<task>_<filter>/ instead, leaving the full report alone.
 """
 import json
+import re
 from pathlib import Path
 
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME, TRAINABLE_TASKS
+from fine_tune.io import atomic_write_text
 from fine_tune.results import best_step, dev_split
 
 # The script that trained an experiment (config.json's command) and the flag naming its
@@ -122,8 +126,21 @@ def report(args) -> None:
         raise UserError(f"no experiments under --exp_dir {exp_dir}"
                         + (f" matching --filter {args.filter}" if args.filter else "")
                         + (f" for --task {args.task}" if args.task else ""))
+    if args.select_on:
+        lacking = sorted({row["task"] for row in rows}
+                         - {name for name, task in TASKS_BY_NAME.items()
+                            if args.select_on in task.labelled_splits()})
+        if lacking:
+            splits = ", ".join(TASKS_BY_NAME[lacking[0]].labelled_splits())
+            raise UserError(f"--select_on {args.select_on}: --task {lacking[0]} has no labelled "
+                            f"split {args.select_on!r} (its: {splits}); pick one of those, or "
+                            "report one task at a time with --task")
     table = pd.DataFrame(rows).drop(columns="_key")
     groups = seed_groups(rows)
+    # A report of a subset (--task, --filter) goes to files of its own: the full report
+    # (report.csv, plots/) is never overwritten by part of it.
+    suffix = "".join(f"_{re.sub(r'[^A-Za-z0-9.-]+', '-', value)}"
+                     for value in (args.task, args.filter) if value)
     selection = (f"--select_on {args.select_on}" if args.select_on
                  else "each task's dev split (MNLI: dev_matched)")
     header = (f"Scores of the checkpoint with the best first metric on {selection}; "
@@ -133,14 +150,16 @@ def report(args) -> None:
     print(text)
     print("\nRuns that differ only in --seed:")
     print(groups.to_string(index=False, na_rep=""))
-    table.to_csv(exp_dir / "report.csv", index=False)
-    (exp_dir / "report.md").write_text(f"{header}\n\n{markdown(table)}\n\nRuns that differ only "
-                                       f"in --seed:\n\n{markdown(groups)}\n")
-    print(f"\nwritten to {exp_dir / 'report.csv'} and {exp_dir / 'report.md'}")
+    csv_path, md_path = exp_dir / f"report{suffix}.csv", exp_dir / f"report{suffix}.md"
+    atomic_write_text(table.to_csv(index=False), csv_path)
+    atomic_write_text(f"{header}\n\n{markdown(table)}\n\nRuns that differ only in --seed:\n\n"
+                      f"{markdown(groups)}\n", md_path)
+    print(f"\nwritten to {csv_path} and {md_path}")
     if args.plots:
         from fine_tune.plots import write_plots
-        written = write_plots(exp_dir, table, args.select_on)
-        print(f"plots ({len(written)}) written to {exp_dir / 'plots'}: "
+        folder = exp_dir / f"plots{suffix}"
+        written = write_plots(folder, exp_dir, table, args.select_on)
+        print(f"plots ({len(written)}) written to {folder}: "
               + ", ".join(path.name for path in written))
 
 

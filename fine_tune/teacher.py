@@ -22,6 +22,7 @@ def fine_tune_teacher(args) -> None:
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
         check_training_args(args)
         experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
+        experiment.refuse_folder_name()
         device = distributed.select_device(args)
     set_matmul_precision(args)
     distributed.start(device)

@@ -23,6 +23,7 @@ from fine_tune import distributed
 from fine_tune.data import NUM_CLASSES, TokenizedSplit, load_tokenized, task_file
 from fine_tune.errors import Interrupted, SharedError, UserError
 from fine_tune.experiment import Experiment
+from fine_tune.glue import get_task
 from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, compiled, prepared_attention_mask
 from fine_tune.progress import interactive, log_line, progress
@@ -318,8 +319,12 @@ def check_padding(args, objective: Objective) -> None:
 
 def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
-    for split in [args.dataset] + list(getattr(args, "eval_during_training", None) or []):
-        task_file(args.task, split)  # the task has that split
+    task_file(args.task, args.dataset)  # the task has that split
+    labelled = get_task(args.task).labelled_splits()
+    for split in getattr(args, "eval_during_training", None) or []:
+        if split not in labelled:
+            raise UserError(f"--eval_during_training {split}: --task {args.task} has no labelled "
+                            f"split {split!r}; use {' or '.join(labelled)}")
     expected = NUM_CLASSES[args.task]
     if getattr(args, "num_class", None) is not None and args.num_class != expected:
         has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
@@ -604,7 +609,6 @@ def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog"):
     Evaluation draws no random numbers, so training continues exactly as without it.
     Returns the first split's whole results table (None without the flag)."""
     from fine_tune.evaluation import record_results, score, scores_text
-    from fine_tune.glue import get_task
     task, first = get_task(run.args.task), None
     for split, data in run.eval_data.items():
         # (under torchrun every rank predicts its share of the batches; rank 0 writes)
@@ -631,7 +635,6 @@ def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
     steps = [s for s in experiment.checkpoint_steps() if s <= step]
     keep = set(steps[-keep_count:])
     if first_results is not None:
-        from fine_tune.glue import get_task
         from fine_tune.results import best_step
         best = best_step(first_results[first_results["step"].isin(steps)],  # (not a killed
                          get_task(run.args.task).metrics[0])                  # run's later rows)

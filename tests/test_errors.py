@@ -42,6 +42,13 @@ TEACHER_CASES = {
     "an abbreviated flag": (dict(total="6"), ["unrecognized argument --total; did you mean --total_step?"]),
     "a negative seed": (dict(seed=-1), ["--seed", "must be in [0, 2^32 - 1], got -1"]),
     "a seed past 2^32 - 1": (dict(seed=2 ** 32), ["--seed", "got 4294967296"]),
+    "the folder's name as a new experiment": (
+        dict(experiment="teacher_base_bert_mnli"),
+        ["--experiment teacher_base_bert_mnli is a folder name", "use --experiment teacher_base"]),
+    "an evaluation split the task lacks": (
+        dict(eval_during_training="dev"),
+        ["--eval_during_training dev: --task mnli has no labelled split 'dev'; use train or "
+         "dev_matched or dev_mismatched"]),
 }
 
 

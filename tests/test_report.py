@@ -74,6 +74,14 @@ def test_report_rows_seed_groups_and_plots(workdir, monkeypatch, capsys):
     assert markdown.startswith("Scores of the checkpoint with the best first metric on each "
                                "task's dev split") and "| teacher_s1_bert_mnli |" in markdown
 
+    # A subset goes to files of its own; a --select_on the task lacks is one line.
+    report(build_parser().parse_args(["--filter", "LAD", "--plots"]))
+    assert pd.read_csv(workdir / "exp" / "report_LAD.csv")["experiment"].str.startswith("LAD").all()
+    assert len(pd.read_csv(workdir / "exp" / "report.csv")) == 8  # the full report, untouched
+    assert {p.name for p in (workdir / "exp" / "plots_LAD").iterdir()} >= {"LAD_s1_bert_mnli_gates.png"}
+    with pytest.raises(UserError, match="--select_on dev: --task mnli has no labelled split 'dev'"):
+        report(build_parser().parse_args(["--select_on", "dev"]))
+
     # Plots: the task's dev curves, every experiment's loss terms, LAD's gate values.
     plots = workdir / "exp" / "plots"
     expected = {"mnli_dev_matched_accuracy.png"} | {f"{n}_bert_mnli_loss.png" for n in names} \
