@@ -13,7 +13,6 @@ from transformers import BertConfig, BertModel, set_seed
 from transformers.utils import logging as hf_logging
 
 from fine_tune import distributed
-from fine_tune.data import load_tokenized
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
@@ -25,7 +24,7 @@ from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_arc
 from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
-                               load_eval_data, resolve_schedule, train)
+                               train, training_data)
 
 
 class DistillationObjective(Objective):
@@ -250,11 +249,7 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
         check_padding(settings, objective)
         return settings, teacher, tokenizer, student, objective
     args, teacher, tokenizer, student, objective = distributed.agreed(build)
-    data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
-        load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
-        load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
-    with distributed.same_on_every_rank():
-        args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
+    args, data, eval_data = training_data(args, tokenizer)
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         def write():

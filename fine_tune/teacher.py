@@ -4,7 +4,7 @@ import shutil
 from transformers import set_seed
 
 from fine_tune import distributed
-from fine_tune.data import NUM_CLASSES, load_tokenized
+from fine_tune.data import NUM_CLASSES
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
@@ -13,7 +13,7 @@ from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, set_matmul_precision)
 from fine_tune.settings import derive
 from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
-                               load_eval_data, resolve_schedule, train)
+                               train, training_data)
 
 
 def fine_tune_teacher(args) -> None:
@@ -39,11 +39,7 @@ def fine_tune_teacher(args) -> None:
         check_tokenizer(tokenizer, model.config, args.ptrain_ver)
         return tokenizer, model
     tokenizer, model = distributed.agreed(load)
-    data, eval_data = distributed.main_first(lambda: (  # rank 0 writes the token cache
-        load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
-        load_eval_data(args, tokenizer, args.max_seq_len)))  # --eval_during_training
-    with distributed.same_on_every_rank():
-        args = resolve_schedule(args, len(data))  # --epoch / --warmup_rate, now that N is known
+    args, data, eval_data = training_data(args, tokenizer)
 
     objective = FineTuning(head_of(get_task(args.task)))
     check_padding(args, objective)

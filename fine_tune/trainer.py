@@ -375,11 +375,18 @@ def resolve_schedule(args, num_examples: int):
     return args
 
 
-def load_eval_data(args, tokenizer, max_seq_len: int) -> dict:
-    """--eval_during_training's splits, tokenized (and cached) before training starts, so
-    a missing file stops the run at once, not at its first checkpoint."""
-    return {split: load_tokenized(args.data_dir, args.task, split, tokenizer, max_seq_len)
-            for split in getattr(args, "eval_during_training", None) or []}
+def training_data(args, tokenizer):
+    """(settings, training split, {split: --eval_during_training split}), tokenized (rank 0
+    first under torchrun: it writes the token cache, the others read it), before training
+    starts, so a missing file stops the run at once; the settings with --epoch /
+    --warmup_rate turned into steps, now that the number of examples is known."""
+    def load():
+        return (load_tokenized(args.data_dir, args.task, args.dataset, tokenizer, args.max_seq_len),
+                {split: load_tokenized(args.data_dir, args.task, split, tokenizer, args.max_seq_len)
+                 for split in getattr(args, "eval_during_training", None) or []})
+    data, eval_data = distributed.main_first(load)
+    with distributed.same_on_every_rank():
+        return resolve_schedule(args, len(data)), data, eval_data
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -522,7 +529,7 @@ class NonFiniteGuard:
         keys = [("loss", name) for name in terms] + [("gradient", group.name) for group in groups]
         if keys != self.keys:  # the first step (the terms never change within a run)
             self.keys = keys
-            self.first_bad = torch.full((len(keys),), -1, device=group_device(groups))
+            self.first_bad = torch.full((len(keys),), -1, device=groups[0].params[0].device)
         device = self.first_bad.device
         values = torch.stack([value.to(device) for value in terms.values()]
                              + [group.grad_norm.to(device) for group in groups])
@@ -549,10 +556,6 @@ class NonFiniteGuard:
                             f"saving ({last}); try a lower --lr or --mu in a new --experiment")
 
 
-def group_device(groups: list) -> torch.device:
-    return groups[0].params[0].device
-
-
 def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
     """Continue from the experiment's last training state; returns its step."""
     experiment = run.experiment
@@ -574,9 +577,8 @@ def restore(run: TrainingRun, groups: list, order: BatchOrder) -> int:
 
 
 def save_weights(run: TrainingRun, groups: list, step: int) -> None:
-    """model-<step>.pt (and gate-<step>.pt), each written atomically (by rank 0 alone)."""
-    if not distributed.is_main():
-        return
+    """model-<step>.pt (and gate-<step>.pt), each written atomically (under torchrun by
+    rank 0 alone: `train` calls it through distributed.agreed)."""
     run.experiment.save_checkpoint(run.model.state_dict(), step)
     if len(groups) > 1:
         run.experiment.save_checkpoint(run.objective.state_dict(), step, kind="gate")
@@ -629,7 +631,7 @@ def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
     the best on the first --eval_during_training split. Runs after the training state
     points at model-<step>.pt, which is always among the most recent."""
     keep_count = getattr(run.args, "keep_checkpoints", None)
-    if keep_count is None or not distributed.is_main():
+    if keep_count is None:  # (called on rank 0 alone under torchrun)
         return
     experiment = run.experiment
     steps = [s for s in experiment.checkpoint_steps() if s <= step]
@@ -659,7 +661,6 @@ class TrainingLog:
         self.experiment, self.start, self.total_step = experiment, start, total_step
         self.writer = None
         self.csv_columns = None
-        self.quiet = not distributed.is_main()  # under torchrun rank 0 logs for all
         self.interactive = interactive()
         # Updated by hand: a bar that wraps the loop redraws a stale count when only
         # the postfix changes.
@@ -681,8 +682,7 @@ class TrainingLog:
             log_line(text)
 
     def write(self, step: int, means: dict, groups: list, statistics: dict | None = None) -> None:
-        if self.quiet:
-            return
+        """(Under torchrun rank 0 alone writes: `train` calls it through distributed.agreed.)"""
         if self.writer is None:
             self.writer = SummaryWriter(self.experiment.path / "log", purge_step=self.start + 1)
         total = sum(means.values())
