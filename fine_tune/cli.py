@@ -110,6 +110,11 @@ def probability(text: str) -> float:
     return value
 
 
+def step_or_best(text: str):
+    """--ckpt: a checkpoint's step, or 'best' (the best on the task's dev split)."""
+    return "best" if text == "best" else non_negative_int(text)
+
+
 def device_index(text: str) -> int:
     return _number(text, int)
 
@@ -233,10 +238,13 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--eval_batch_size", type=positive_int, default=512,
                        help="examples per forward pass of --eval_during_training")
     group.add_argument("--keep_checkpoints", type=positive_int, default=None, metavar="N",
-                       help="keep only the N most recent checkpoints, plus the best on the first "
-                            "--eval_during_training split by the task's first metric (without "
-                            "that flag: only the N most recent); --resume still works (default: "
-                            "keep every checkpoint)")
+                       help="keep only the N most recent checkpoints, plus the best one: the "
+                            "best first metric of the task on its dev split (MNLI: dev_matched) "
+                            "in the experiment's results store, whichever run or command scored "
+                            "it; with --eval_during_training, that flag must include the dev "
+                            "split. Scores of deleted checkpoints stay in results_<split>.csv, "
+                            "marked pruned; --resume still works (default: keep every "
+                            "checkpoint)")
     group.add_argument("--resume", action="store_true",
                        help="continue a killed run of this experiment from its last checkpoint, "
                             "exactly as if it had not stopped (same flags required, except "
@@ -383,17 +391,25 @@ def eval_parser():
                         "MRPC: F1, accuracy; CoLA: Matthews correlation; STS-B: Pearson, "
                         "Spearman; the others: accuracy), and the best one by the first.")
     group = add_eval_args(parser, LABELED_SPLITS)
-    group.add_argument("--ckpt", type=non_negative_int, default=None,
-                       help="evaluate only the checkpoint model-<ckpt>.pt; its row replaces that "
-                            "step's in results_<dataset>.csv (default: every checkpoint)")
+    group.add_argument("--ckpt", type=step_or_best, default=None, metavar="STEP|best",
+                       help="evaluate only the checkpoint model-<STEP>.pt, or 'best': the one "
+                            "with the best first metric on the task's dev split (MNLI: "
+                            "dev_matched; fp32 scores preferred over bf16 ones of the same step; "
+                            "the earliest on a tie). Either way the rows are merged into "
+                            "results_<dataset>.csv, replacing only rows of the same step and "
+                            "--amp (default: every checkpoint on disk; rows of pruned "
+                            "checkpoints are kept)")
     return parser
 
 
 def predict_parser():
     parser = new_parser("Write the GLUE test-server submission file of one checkpoint.")
     group = add_eval_args(parser, TEST_SPLITS, batch_size=256, tasks=TASKS)
-    group.add_argument("--ckpt", type=non_negative_int, required=True,
-                       help="step of the checkpoint model-<ckpt>.pt to predict with")
+    group.add_argument("--ckpt", type=step_or_best, required=True, metavar="STEP|best",
+                       help="step of the checkpoint model-<STEP>.pt to predict with, or 'best': "
+                            "the best on the task's dev split, as run_fine_tune_eval.py --ckpt "
+                            "best and fine_tune.submit choose it (written to "
+                            "predictions/<that step>/)")
     return parser
 
 

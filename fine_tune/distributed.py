@@ -174,9 +174,11 @@ def min_over_ranks(tensor):
 
 
 def average_gradients(parameters) -> None:
-    """Average the gradients of `parameters` over the ranks in one flat all-reduce; a
-    parameter that got no gradient on a rank takes part with zeros, so a gate unused in a
-    step never hangs the reduction."""
+    """Average the gradients of `parameters` over the ranks in one flat all-reduce. A
+    parameter that got no gradient on a rank takes part with zeros (so a gate unused in a
+    step never hangs the reduction); one that got none on any rank is left without a
+    gradient, as in one process, so AdamW neither decays nor moves it. Whether each had a
+    gradient travels in the same all-reduce, at the end of the vector."""
     if not active():
         return
     import torch
@@ -185,13 +187,20 @@ def average_gradients(parameters) -> None:
     if not parameters:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    present = torch.tensor([float(p.grad is not None) for p in parameters],
+                           device=grads[0].device, dtype=grads[0].dtype)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [present])
     dist.all_reduce(flat)
+    # (read on the host only when this rank lacks a gradient: no synchronisation otherwise)
+    missing = any(p.grad is None for p in parameters)
+    anywhere = (flat[-len(parameters):] > 0).tolist() if missing else [True] * len(parameters)
     flat /= world_size()
     offset = 0
-    for p in parameters:
+    for p, used in zip(parameters, anywhere):
         averaged = flat[offset:offset + p.numel()].view_as(p)
-        if p.grad is None:
+        if not used:
+            p.grad = None
+        elif p.grad is None:
             p.grad = averaged.clone()
         else:
             p.grad.copy_(averaged)

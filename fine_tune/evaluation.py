@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-from torch.utils.tensorboard import SummaryWriter
 
 from fine_tune import distributed
 from fine_tune.data import TokenizedSplit, load_tokenized, task_file
@@ -20,7 +19,8 @@ from fine_tune.heads import head_of
 from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
-from fine_tune.results import best_step
+from fine_tune.results import (best_checkpoint, best_dev_step, best_step, describe_best,
+                                merge_results, preferred_rows)
 
 # Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
 # ids (f1 is for the class "1", as GLUE scores MRPC and QQP) or scores.
@@ -85,11 +85,12 @@ def submission_values(task, predicted: np.ndarray) -> list:
     return [task.labels[i] for i in predicted]
 
 
-def _load(args, output: str, step=None):
-    """The experiment, its model (weights not yet loaded), the split's token ids, the device.
-    `output` (relative to the experiment) must be writable before anything is computed.
-    Under torchrun every rank loads them (rank 0 checks `output`; a problem on any rank
-    stops all of them with one line)."""
+def _load(args, output, step=None):
+    """The experiment, its model (weights not yet loaded), the split's token ids, the device,
+    its checkpoint steps and the step to use (`step`, or the best on dev for "best").
+    `output` (relative to the experiment; a function of the step) must be writable before
+    anything is computed. Under torchrun every rank loads them (rank 0 checks `output`; a
+    problem on any rank stops all of them with one line)."""
     with distributed.same_on_every_rank():
         task_file(args.task, args.dataset)  # the task has that split
         device = distributed.select_device(args)
@@ -104,93 +105,94 @@ def _load(args, output: str, step=None):
         if not steps:
             raise UserError(f"{experiment.describe_checkpoints(steps)}, or wait for its first "
                             "--ckpt_step")
-        if step is not None and step not in steps:
-            raise UserError(f"{experiment.checkpoint_path(step)} not found; "
+        chosen = step
+        if chosen == "best":
+            chosen = resolve_best(experiment, task, steps)
+        if chosen is not None and chosen not in steps:
+            raise UserError(f"{experiment.checkpoint_path(chosen)} not found; "
                             f"{experiment.describe_checkpoints(steps)}: pick one with --ckpt")
         tokenizer = load_experiment_tokenizer(experiment)
         model = load_architecture(experiment).to(device)
         if distributed.is_main():  # the only writer
-            experiment.check_writable(output)
-        return experiment, model, tokenizer, config, steps
-    experiment, model, tokenizer, config, steps = distributed.agreed(load)
+            experiment.check_writable(output(chosen) if callable(output) else output)
+        return experiment, model, tokenizer, config, steps, chosen
+    experiment, model, tokenizer, config, steps, chosen = distributed.agreed(load)
     data = distributed.main_first(lambda: load_tokenized(  # rank 0 writes the token cache
         args.data_dir, args.task, args.dataset, tokenizer, config["max_seq_len"]))
-    return experiment, model, data, device, steps
+    return experiment, model, data, device, steps, chosen
+
+
+def resolve_best(experiment: Experiment, task, steps: list) -> int:
+    """--ckpt best: the store's best checkpoint (fine_tune.results.best_checkpoint), said in
+    one line; one line when there is none or its checkpoint is gone."""
+    step, _ = best_dev_step(experiment.path, experiment.experiment, task, "--ckpt best")
+    best = best_checkpoint(experiment.path, task)
+    if step not in steps:
+        raise UserError(f"--ckpt best is model-{step}.pt, which is no longer on disk; "
+                        f"{experiment.describe_checkpoints(steps)}: name one with --ckpt")
+    print(f"--ckpt best: {describe_best(best, get_task(task.trained_as).metrics[0])}")
+    return step
 
 
 def score(model, task, data: TokenizedSplit, batch_size: int, device: torch.device,
-          amp: bool = False, desc: str = "predict") -> dict:
-    """Every metric of the task for the model's current weights on a labelled split, and
-    the speed of the forward passes (examples/s; on CUDA the copy of each batch's logits
-    to the host waits for the GPU, so the time is real)."""
+          amp: bool = False, desc: str = "predict") -> tuple[dict, np.ndarray]:
+    """Every metric of the task for the model's current weights on a labelled split, the
+    precision and the speed of the forward passes (examples/s; on CUDA the copy of each
+    batch's logits to the host waits for the GPU, so the time is real); and the predicted
+    label ids or scores of every row, in file order."""
     started = time.perf_counter()
     outputs = predict(model, data, batch_size, device, desc=desc, amp=amp)
     seconds = time.perf_counter() - started
     predicted, gold = predictions(model, task, outputs), data.labels.numpy()
-    return ({name: float(METRICS[name](gold, predicted)) for name in task.metrics}
-            | {"examples_per_s": len(data) / max(seconds, 1e-9), "device": str(device)})
+    row = ({"amp": "bf16" if amp else "fp32"}
+           | {name: float(METRICS[name](gold, predicted)) for name in task.metrics}
+           | {"examples_per_s": len(data) / max(seconds, 1e-9), "device": str(device)})
+    return row, predicted
 
 
-def record_results(experiment: Experiment, task, split: str, rows: list[dict],
-                   merge: bool) -> pd.DataFrame:
-    """Write `rows` (one per step) to results_<split>.csv, replacing the file (merge=False)
-    or only those steps' rows (merge=True), and their tensorboard points to
-    log/eval/<split>/. Returns the whole table."""
-    results = pd.DataFrame(rows)
-    path = experiment.path / f"results_{split}.csv"
-    if merge and path.is_file():
-        try:
-            previous = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError):
-            previous = None  # a damaged table: replaced by the new rows
-        if previous is not None and "step" in previous.columns:
-            # (older tables lack the speed columns: their rows keep them empty)
-            results = pd.concat([previous[~previous["step"].isin(results["step"])], results])
-            results = results.sort_values("step").reset_index(drop=True)
-    # Written whole, atomically: two evaluations running at once never mix their rows.
-    experiment.write_text(path.name, results.to_csv(index=False))
-    # One tensorboard folder per split, apart from training's log/ (which a resumed run
-    # purges past its checkpoint). A new event file replaces the points from the first
-    # step written on (purge_step), so the later ones are written again.
-    first = int(min(row["step"] for row in rows))
-    with SummaryWriter(experiment.path / "log" / "eval" / split, purge_step=first) as writer:
-        for row in results[results["step"] >= first].to_dict("records"):
-            for name in task.metrics:
-                writer.add_scalar(f"eval/{split}/{name}", row[name], int(row["step"]))
-    return results
+def record_results(experiment: Experiment, task, split: str, data: TokenizedSplit,
+                   scored: list[tuple[dict, np.ndarray]]) -> pd.DataFrame:
+    """Merge scored checkpoints ((row with 'step', predictions) each) into the experiment's
+    results store (fine_tune.results.merge_results): results_<split>.csv, the per-example
+    predictions and the tensorboard points. Returns the whole table."""
+    rows = [row for row, _ in scored]
+    predicted = {(row["step"], row["amp"]): values for row, values in scored}
+    return merge_results(experiment, task, split, rows, predicted, data.labels.numpy(), data.index)
 
 
 def evaluate_checkpoints(args) -> pd.DataFrame:
     results_file = f"results_{args.dataset}.csv"
     task = get_task(args.task)
-    one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint
-    experiment, model, data, device, steps = _load(args, results_file, step=one)
-    rows, forward = [], compiled(model, args)  # --compile: the same weights, compiled once
+    one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint (a step or "best")
+    experiment, model, data, device, steps, one = _load(args, results_file, step=one)
+    scored, forward = [], compiled(model, args)  # --compile: the same weights, compiled once
     for step in progress([one] if one is not None else steps, desc=f"evaluate {args.dataset}",
                          unit="ckpt"):
         model.load_state_dict(experiment.load_checkpoint(step))
-        rows.append({"step": step} | score(forward, task, data, args.batch_size, device,
-                                           amp=args.amp == "bf16", desc=f"model-{step}"))
+        row, predicted = score(forward, task, data, args.batch_size, device,
+                               amp=args.amp == "bf16", desc=f"model-{step}")
+        scored.append(({"step": step} | row, predicted))
         if not interactive():  # a log file gets a line per checkpoint instead of a bar
-            log_line(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, rows[-1])}")
+            log_line(f"{experiment.name} {args.dataset} model-{step}.pt: {scores_text(task, row)}")
     if not distributed.is_main():  # rank 0 writes and prints for all
         return None
-    # One checkpoint (--ckpt) is merged into the earlier table; all of them replace it.
-    results = record_results(experiment, task, args.dataset, rows, merge=one is not None)
+    # Merged into the store: rows of other checkpoints (pruned ones, the other precision)
+    # stay.
+    results = record_results(experiment, task, args.dataset, data, scored)
     main = task.metrics[0]
-    best_at = best_step(results, main)
     parameters = sum(p.numel() for p in model.parameters())
-    seconds = sum(len(data) / row["examples_per_s"] for row in rows)
-    speed = len(data) * len(rows) / seconds
-    print(f"{experiment.name} on {args.dataset} ({len(data)} examples; {parameters:,} parameters; "
-          f"{speed:.1f} examples/s on {device})")
+    seconds = sum(len(data) / row["examples_per_s"] for row, _ in scored)
+    speed = len(data) * len(scored) / seconds
+    print(f"{experiment.name} on {args.dataset} in {scored[0][0]['amp']} ({len(data)} examples; "
+          f"{parameters:,} parameters; {speed:.1f} examples/s on {device})")
     print(results.drop(columns=["examples_per_s", "device"], errors="ignore")
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    best_at = best_step(results, main)
     if best_at is None:
         print(f"best ({main}): none, no checkpoint has a {main} score")
     else:
-        best = results.loc[results["step"] == best_at].iloc[0]
-        print(f"best ({main}): model-{best_at}.pt  {scores_text(task, best)}")
+        best = preferred_rows(results).loc[lambda t: t["step"] == best_at].iloc[0]
+        print(f"best ({main}): model-{best_at}.pt  {scores_text(task, best)} ({best['amp']})")
     print(f"results written to {experiment.path / results_file}")
     return results
 
@@ -201,14 +203,14 @@ def scores_text(task, row) -> str:
 
 def write_test_predictions(args) -> None:
     task = get_task(args.task)
-    output = f"predictions/{args.ckpt}/{task.submissions[args.dataset]}"
-    experiment, model, data, device, steps = _load(args, output, step=args.ckpt)
-    model.load_state_dict(experiment.load_checkpoint(args.ckpt))
-    outputs = predict(compiled(model, args), data, args.batch_size, device, desc=f"model-{args.ckpt}",
+    output = lambda step: f"predictions/{step}/{task.submissions[args.dataset]}"  # noqa: E731
+    experiment, model, data, device, steps, step = _load(args, output, step=args.ckpt)
+    model.load_state_dict(experiment.load_checkpoint(step))
+    outputs = predict(compiled(model, args), data, args.batch_size, device, desc=f"model-{step}",
                       amp=args.amp == "bf16")
     if not distributed.is_main():  # rank 0 writes for all
         return
     values = submission_values(task, predictions(model, task, outputs))
     submission = pd.DataFrame({"index": data.index, "prediction": values})
-    path = experiment.write_text(output, submission.to_csv(sep="\t", index=False))
-    print(f"wrote {len(submission)} predictions of model-{args.ckpt}.pt to {path}")
+    path = experiment.write_text(output(step), submission.to_csv(sep="\t", index=False))
+    print(f"wrote {len(submission)} predictions of model-{step}.pt to {path}")

@@ -235,7 +235,10 @@ class Experiment:
         shown = lambda value: "(default)" if value is None else repr(value)  # noqa: E731
         changed = [f"--{key} {shown(saved.get(key))} -> {shown(value)}"
                    for key, value in sorted(config.items())
-                   if key not in RESUMABLE_CHANGES and saved.get(key) != _jsonable(value)]
+                   if key not in RESUMABLE_CHANGES and saved.get(key) != _jsonable(value)
+                   # (runs recorded before --ptrain_ver was resolved: the same folder)
+                   and not (key == "ptrain_ver" and isinstance(saved.get(key), str)
+                            and pretrained_source(saved[key]) == value)]
         if changed:
             raise UserError(f"--resume with settings that change the run ({'; '.join(changed)}): "
                             "resume with the original flags, or start a new --experiment")
@@ -289,6 +292,13 @@ class Experiment:
         except OSError as error:
             raise UserError(f"cannot write {path} ({error.strerror or error}): free disk space or "
                             f"fix the permissions of {self.path}; files saved before are intact") from None
+
+
+def pretrained_source(ptrain_ver: str) -> str:
+    """--ptrain_ver as config.json records it: a local folder as its absolute path (so a
+    student distilled from another working folder still finds it), a hub name as given."""
+    path = Path(ptrain_ver).expanduser()
+    return str(path.resolve()) if path.is_dir() else ptrain_ver
 
 
 def _jsonable(value):

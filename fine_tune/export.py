@@ -15,15 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fine_tune.cli import add_experiment_args, new_parser, non_negative_int
+from fine_tune.cli import add_experiment_args, new_parser, step_or_best
 from fine_tune.errors import UserError, run_cli
-from fine_tune.results import best_dev_step
+from fine_tune.results import best_checkpoint, best_dev_step, describe_best, read_results
 
-def parse_ckpt(text: str):
-    return "best" if text == "best" else non_negative_int(text)
-
-
-def model_card(experiment, config: dict, step: int, task, scores: dict) -> str:
+def model_card(experiment, config: dict, step: int, task, scores: dict,
+               model_max_length: int) -> str:
     script = config.get("command", "").split(" ")[0].rsplit("/", 1)[-1] or "(unknown)"
     teacher = (f"{config['teacher_exp']} (checkpoint {config['tckpt']})"
                if "teacher_exp" in config else "none: fine-tuned from " + str(config.get("ptrain_ver")))
@@ -33,7 +30,8 @@ def model_card(experiment, config: dict, step: int, task, scores: dict) -> str:
              f"- teacher: {teacher}",
              f"- pre-trained model: {config.get('ptrain_ver')}",
              f"- data: GLUE {task.folder}, split `{config.get('dataset')}`, max_seq_len "
-             f"{config.get('max_seq_len')}",
+             f"{config.get('max_seq_len')} (the tokenizer truncates at the model's "
+             f"{model_max_length} positions)",
              f"- labels: {', '.join(task.labels) if task.labels else 'a score in [0, 5] (regression)'}",
              ""]
     if scores:
@@ -62,23 +60,26 @@ def export(args) -> None:
     step = args.ckpt
     if step == "best":
         step, split = best_dev_step(experiment.path, args.experiment, task, "--ckpt best")
-        print(f"--ckpt best: model-{step}.pt, the best {task.metrics[0]} on {split}")
+        print(f"--ckpt best: {describe_best(best_checkpoint(experiment.path, task), task.metrics[0])}")
     state = experiment.load_checkpoint(step)
     model = load_architecture(experiment)
     model.load_state_dict(state)
     model.config.problem_type = ("regression" if task.regression
                                  else "single_label_classification")
     tokenizer = load_experiment_tokenizer(experiment)
+    # A student with random embeddings has only max_seq_len position rows (128), but the
+    # tokenizer it inherited says 512: pipeline(..., truncation=True) would then pass longer
+    # inputs and fail. Truncate at what the model can take.
+    tokenizer.model_max_length = min(tokenizer.model_max_length,
+                                     model.config.max_position_embeddings)
     scores = {}
     for split in task.labelled_splits():
-        results = experiment.path / f"results_{split}.csv"
-        if results.is_file():
-            import pandas as pd
-            table = pd.read_csv(results)
-            row = table[table["step"] == step]
+        table = read_results(experiment.path, split)
+        if table is not None:
+            row = table[table["step"] == step]  # (fp32 first where both precisions were scored)
             if len(row):
-                scores[split] = {name: float(row.iloc[0][name]) for name in task.metrics
-                                 if name in row}
+                scores[f"{split} ({row.iloc[0]['amp']})"] = {
+                    name: float(row.iloc[0][name]) for name in task.metrics if name in row}
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,8 @@ def export(args) -> None:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "README.md").write_text(model_card(experiment, config, step, task, scores))
+        (staging / "README.md").write_text(model_card(experiment, config, step, task, scores,
+                                                        tokenizer.model_max_length))
         if out.is_dir():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -104,7 +106,7 @@ def build_parser():
     parser = new_parser(__doc__.split("\n\n")[0], prog="python -m fine_tune.export")
     add_experiment_args(parser, reads=True)
     group = parser.add_argument_group("export")
-    group.add_argument("--ckpt", type=parse_ckpt, required=True,
+    group.add_argument("--ckpt", type=step_or_best, metavar="STEP|best", required=True,
                        help="step of the checkpoint model-<ckpt>.pt, or 'best' for the best on "
                             "the task's dev split (from run_fine_tune_eval.py's results)")
     group.add_argument("--out", required=True, help="the folder to write (new or empty)")

@@ -1,7 +1,7 @@
 """Pack GLUE submission files into one zip for the GLUE server.
 
     python -m fine_tune.submit --mnli LAD_soft_4_6 --ax LAD_soft_4_6 --rte LAD:778 ... \
-        [--output glue_submission.zip] [--partial]
+        [--output exp/glue_submission.zip] [--partial]
 
 One flag per task names the experiment whose submission file goes in, with a checkpoint
 (`NAME:STEP`) or, by default, the checkpoint that scored best on dev (`NAME` or
@@ -19,7 +19,12 @@ from pathlib import Path
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME
-from fine_tune.results import best_dev_step
+from fine_tune.glue import get_task
+from fine_tune.results import best_checkpoint, best_dev_step, describe_best
+
+
+def task_metric(task) -> str:
+    return get_task(task.trained_as).metrics[0]
 
 def parse_choice(text: str) -> tuple:
     name, _, step = text.partition(":")
@@ -42,14 +47,21 @@ def chosen_files(args) -> tuple[list, list]:
         if not (folder / "config.json").is_file():
             raise UserError(f"--{name} {experiment}: no experiment at {folder} (a {task.trained_as} "
                             f"experiment under --exp_dir {args.exp_dir})")
+        chosen = step
         if step == "best":
             step, _ = best_dev_step(folder, experiment, task, f"--{name}")
+            print(f"--{name} {experiment}: {describe_best(best_checkpoint(folder, task), task_metric(task))}")
         for split, file_name in task.submissions.items():
             path = folder / "predictions" / str(step) / file_name
             if not path.is_file():
+                if not (folder / f"model-{step}.pt").is_file():
+                    raise UserError(f"--{name} {experiment}: {path} not found, and model-{step}.pt "
+                                    "is no longer on disk to write it: name a step whose "
+                                    f"predictions exist (--{name} {experiment}:STEP)")
+                ckpt = "best" if chosen == "best" else step
                 raise UserError(f"--{name} {experiment}: {path} not found: write it with "
                                 f"python generate_test_prediction.py --experiment {experiment} "
-                                f"--task {name} --dataset {split} --ckpt {step}")
+                                f"--task {name} --dataset {split} --ckpt {ckpt}")
             files.append((path, file_name))
     return files, missing
 
@@ -67,7 +79,7 @@ def pack(args) -> None:
         for path, name in files:
             archive.write(path, arcname=name)
     from fine_tune.io import atomic_write_bytes  # the zip appears whole or not at all
-    output = Path(args.output)
+    output = Path(args.output) if args.output else Path(args.exp_dir) / "glue_submission.zip"
     try:
         atomic_write_bytes(buffer.getvalue(), output)
     except OSError as error:
@@ -84,7 +96,9 @@ def build_parser():
         parser.add_argument(f"--{name}", type=parse_choice, metavar="NAME[:STEP|:best]",
                             help=f"experiment{whose} whose {files} goes in, at checkpoint STEP or "
                                  "the best on dev (the default)")
-    parser.add_argument("--output", default="glue_submission.zip", help="the zip to write")
+    parser.add_argument("--output", default=None,
+                        help="the zip to write (default: <exp_dir>/glue_submission.zip, beside "
+                             "the experiments and ignored by git)")
     parser.add_argument("--partial", action="store_true",
                         help="pack only the tasks named instead of refusing an incomplete set")
     parser.add_argument("--model", default="bert", help="the experiments' --model")

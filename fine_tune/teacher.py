@@ -6,7 +6,7 @@ from transformers import set_seed
 from fine_tune import distributed
 from fine_tune.data import NUM_CLASSES
 from fine_tune.errors import UserError
-from fine_tune.experiment import Experiment
+from fine_tune.experiment import Experiment, pretrained_source
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
@@ -29,6 +29,7 @@ def fine_tune_teacher(args) -> None:
     # What was left out, filled in (a new Settings; the parsed flags stay as given).
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
                   device_id=device_id(device), method="teacher",
+                  ptrain_ver=pretrained_source(args.ptrain_ver),
                   world_size=distributed.world_size())
 
     def load():

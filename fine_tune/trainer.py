@@ -27,7 +27,7 @@ from fine_tune.glue import get_task
 from fine_tune.heads import Classification
 from fine_tune.modeling import autocast, compiled, prepared_attention_mask
 from fine_tune.progress import interactive, log_line, progress
-from fine_tune.results import TRAIN_LOG
+from fine_tune.results import TRAIN_LOG, dev_split
 from fine_tune.settings import derive
 
 
@@ -321,10 +321,16 @@ def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
     task_file(args.task, args.dataset)  # the task has that split
     labelled = get_task(args.task).labelled_splits()
-    for split in getattr(args, "eval_during_training", None) or []:
+    during = getattr(args, "eval_during_training", None) or []
+    for split in during:
         if split not in labelled:
             raise UserError(f"--eval_during_training {split}: --task {args.task} has no labelled "
                             f"split {split!r}; use {' or '.join(labelled)}")
+    dev = dev_split(get_task(args.task))
+    if during and getattr(args, "keep_checkpoints", None) and dev not in during:
+        raise UserError(f"--keep_checkpoints keeps the best checkpoint on {dev}, but "
+                        f"--eval_during_training {','.join(during)} does not score it: add {dev} "
+                        f"(--eval_during_training {','.join([dev, *during])})")
     expected = NUM_CLASSES[args.task]
     if getattr(args, "num_class", None) is not None and args.num_class != expected:
         has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
@@ -605,47 +611,47 @@ def _write_train_state(run: TrainingRun, groups: list, order: BatchOrder, step: 
     })
 
 
-def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog"):
+def evaluate_checkpoint(run: TrainingRun, step: int, log: "TrainingLog") -> None:
     """--eval_during_training: score the model just saved as model-<step>.pt on each split,
-    into the same results files and tensorboard points as run_fine_tune_eval.py --ckpt.
-    Evaluation draws no random numbers, so training continues exactly as without it.
-    Returns the first split's whole results table (None without the flag)."""
+    merged into the experiment's results store (rows, per-example predictions, tensorboard
+    points) as run_fine_tune_eval.py --ckpt does. Evaluation draws no random numbers, so
+    training continues exactly as without it."""
     from fine_tune.evaluation import record_results, score, scores_text
-    task, first = get_task(run.args.task), None
+    task = get_task(run.args.task)
     for split, data in run.eval_data.items():
         # (under torchrun every rank predicts its share of the batches; rank 0 writes)
-        row = score(run.model, task, data, run.args.eval_batch_size, run.device, amp=run.amp,
-                    desc=f"{split} model-{step}")
-        table = distributed.agreed(lambda: record_results(  # rank 0 writes; all hear of a failure
-            run.experiment, task, split, [{"step": step} | row], merge=True), main_only=True)
+        row, predicted = score(run.model, task, data, run.args.eval_batch_size, run.device,
+                               amp=run.amp, desc=f"{split} model-{step}")
+        distributed.agreed(lambda: record_results(  # rank 0 writes; all hear of a failure
+            run.experiment, task, split, data, [({"step": step} | row, predicted)]), main_only=True)
         if distributed.is_main():
-            first = table if first is None else first
             log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
     run.model.train()
     log.restart_clock()  # examples/s measures training alone
-    return first
 
 
-def prune_checkpoints(run: TrainingRun, step: int, first_results) -> None:
+def prune_checkpoints(run: TrainingRun, step: int) -> None:
     """--keep_checkpoints N: delete all checkpoints up to `step` but the N most recent and
-    the best on the first --eval_during_training split. Runs after the training state
-    points at model-<step>.pt, which is always among the most recent."""
+    the best one (fine_tune.results.best_checkpoint: read from the store, so scores of
+    earlier runs and of run_fine_tune_eval.py count too, whatever this run's flags). Runs
+    after the training state points at model-<step>.pt, which is always among the most
+    recent. The store's rows of deleted checkpoints are kept and marked 'pruned'."""
     keep_count = getattr(run.args, "keep_checkpoints", None)
     if keep_count is None:  # (called on rank 0 alone under torchrun)
         return
+    from fine_tune.results import best_checkpoint, mark_checkpoints
     experiment = run.experiment
     steps = [s for s in experiment.checkpoint_steps() if s <= step]
     keep = set(steps[-keep_count:])
-    if first_results is not None:
-        from fine_tune.results import best_step
-        best = best_step(first_results[first_results["step"].isin(steps)],  # (not a killed
-                         get_task(run.args.task).metrics[0])                  # run's later rows)
-        if best is not None:
-            keep.add(best)
-    for old in steps:
-        if old not in keep:  # the model first: a listed checkpoint always has its gates
-            for kind in ("model", "gate"):
-                experiment.checkpoint_path(old, kind).unlink(missing_ok=True)
+    best = best_checkpoint(experiment.path, get_task(run.args.task))
+    if best is not None:
+        keep.add(best.step)
+    pruned = [old for old in steps if old not in keep]
+    for old in pruned:  # the model first: a listed checkpoint always has its gates
+        for kind in ("model", "gate"):
+            experiment.checkpoint_path(old, kind).unlink(missing_ok=True)
+    if pruned:
+        mark_checkpoints(experiment.path)
 
 
 class TrainingLog:
@@ -785,9 +791,10 @@ def train(run: TrainingRun) -> None:
                 # Rank 0 writes; under torchrun the others wait for its verdict (a full disk
                 # stops them all with its one line).
                 distributed.agreed(lambda: save_weights(run, groups, step), main_only=True)
-                first_results = evaluate_checkpoint(run, step, log) if run.eval_data else None
+                if run.eval_data:
+                    evaluate_checkpoint(run, step, log)
                 save_train_state(run, groups, order, step)  # only now does --resume reach `step`
-                distributed.agreed(lambda: prune_checkpoints(run, step, first_results), main_only=True)
+                distributed.agreed(lambda: prune_checkpoints(run, step), main_only=True)
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
         stopped = f"training of {experiment.name} stopped at step {step} of {total_step}"

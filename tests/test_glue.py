@@ -101,7 +101,8 @@ def test_teacher_student_evaluation_and_submission(workdir, name, submitted):
         result = run_script("run_fine_tune_eval.py", *flags(
             f"--experiment {experiment} --task {name} --dataset dev --device_id -1"), cwd=workdir)
         results = pd.read_csv(folder / "results_dev.csv")
-        assert list(results.columns) == ["step", *task.metrics, "examples_per_s", "device"]
+        assert list(results.columns) == ["step", "amp", *task.metrics, "examples_per_s", "device",
+                                         "checkpoint"]
         assert f"best ({task.metrics[0]}): model-" in result.stdout
         run_script("generate_test_prediction.py", *flags(
             f"--experiment {experiment} --task {name} --dataset test --ckpt 3 --device_id -1"),
