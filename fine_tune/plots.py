@@ -1,7 +1,8 @@
 """The report's plots (`python -m fine_tune.report --plots`), from the experiments' own files:
 
     plots/<task>_<split>_<metric>.png   the metric against step, one line per experiment
-                                        (results_<split>.csv)
+                                        (results_<split>.csv; fp32 where a
+                                        step also has a bf16 row)
     plots/<experiment>_loss.png         the training loss terms against step (train_log.csv)
     plots/<experiment>_gates.png        LAD's gates: each gate's mean z against step
                                         (train_log.csv's gate_z/H_i columns)
@@ -16,7 +17,7 @@ import pandas as pd
 from fine_tune.errors import UserError
 from fine_tune.glue import get_task
 from fine_tune.io import atomic_write_bytes
-from fine_tune.results import TRAIN_LOG, dev_split
+from fine_tune.results import TRAIN_LOG, dev_split, preferred_rows, read_results
 
 
 def _pyplot():
@@ -67,9 +68,9 @@ def write_plots(folder: Path, exp_dir: Path, table: pd.DataFrame, select_on: str
         split, metric = select_on or dev_split(task), task.metrics[0]
         lines = {}
         for name in rows["experiment"]:
-            path = exp_dir / name / f"results_{split}.csv"
-            if path.is_file():
-                results = pd.read_csv(path)
+            results = read_results(exp_dir / name, split)
+            if results is not None and metric in results.columns:
+                results = preferred_rows(results)  # one point per step: fp32 where there is one
                 lines[name] = (results["step"], results[metric])
         if lines:
             figure = _curves(plt, f"{task_name}: {split} {metric} of each checkpoint", metric, lines)

@@ -70,7 +70,11 @@ def test_report_rows_seed_groups_and_plots(workdir, monkeypatch, capsys):
         values = table["dev_matched accuracy"].iloc[2 * pair:2 * pair + 2]
         group = f"{values.mean():.4f} ± {values.std(ddof=1):.4f} (n=2)"
         assert group in out and group in markdown
-    assert out.count("(n=2)") == 4 and "(n=1)" not in out
+    # (n=2) twice per group: dev_matched accuracy and macro_f1, MNLI's metrics.
+    assert out.count("(n=2)") == 8 and "(n=1)" not in out
+    # Evaluated on dev_matched only: no MNLI GLUE score (it needs dev_mismatched too).
+    assert ("MNLI: no GLUE score, which needs dev_matched accuracy and dev_mismatched accuracy "
+            "of the selected checkpoint") in out
     assert markdown.startswith("Scores of the checkpoint with the best first metric on each "
                                "task's dev split") and "| teacher_s1_bert_mnli |" in markdown
 
@@ -99,3 +103,190 @@ def test_parameter_count_of_bert_base():
               "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2,
               "id2label": {0: "a", 1: "b", 2: "c"}}
     assert parameter_count(config) == 109_484_547  # BertForSequenceClassification, 3 labels
+
+
+# ---- hand-built results stores: several tasks, precisions, a sweep ----------------------
+
+MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "vocab_size": 100,
+         "max_position_embeddings": 64, "type_vocab_size": 2}
+
+
+def experiment(exp_dir, name, task, seed, method, results, **config):
+    """An experiment folder as the training and evaluation scripts leave it (config.json,
+    model_config.json, results_<split>.csv), written by hand: `results` maps a split to
+    rows (step, amp, metric values...)."""
+    import json
+    folder = exp_dir / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"task": task, "seed": seed, "method": method,
+                                                    **config}))
+    labels = {"stsb": 1, "mnli": 3}.get(task, 2)
+    (folder / "model_config.json").write_text(json.dumps(
+        MODEL | {"id2label": {str(i): str(i) for i in range(labels)}}))
+    for split, rows in results.items():
+        pd.DataFrame([row | {"examples_per_s": 100.0 + row["step"], "device": "cpu"}
+                      for row in rows]).to_csv(folder / f"results_{split}.csv", index=False)
+
+
+def mnli(step, accuracy, amp="fp32"):
+    return {"step": step, "amp": amp, "accuracy": accuracy, "macro_f1": accuracy - 0.01}
+
+
+def acc(step, accuracy, amp="fp32"):
+    return {"step": step, "amp": amp, "accuracy": accuracy}
+
+
+def stsb(step, pearson, spearman, amp="fp32"):
+    return {"step": step, "amp": amp, "pearson": pearson, "spearman": spearman}
+
+
+def tables_of(markdown_text):
+    """{section heading: [its tables as DataFrames]} of report.md."""
+    sections, name, lines = {}, None, []
+    for line in markdown_text.splitlines() + ["## end"]:
+        if line.startswith("## "):
+            if name:
+                blocks, block = [], []
+                for text in lines + [""]:
+                    if text.startswith("|"):
+                        block.append(text)
+                    elif block:
+                        cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in block]
+                        blocks.append(pd.DataFrame(cells[2:], columns=cells[0]))
+                        block = []
+                sections[name] = blocks
+            name, lines = line[3:], []
+        else:
+            lines.append(line)
+    return sections
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """MNLI, RTE and STS-B experiments: teachers and LAD students, two seeds of some, a
+    sweep of --mu for LAD on RTE, fp32 and bf16 rows."""
+    exp = tmp_path / "exp"
+    # fp32 and bf16 rows of step 4: the fp32 one (0.80) counts, so step 2 (0.85) is best,
+    # although the bf16 row of step 4 (0.90) is higher.
+    experiment(exp, "teacher_mnli_s1", "mnli", 1, "teacher", {
+        "dev_matched": [mnli(2, 0.85), mnli(4, 0.80), mnli(4, 0.90, "bf16")],
+        "dev_mismatched": [mnli(2, 0.75), mnli(2, 0.95, "bf16"), mnli(4, 0.79)]})
+    experiment(exp, "teacher_mnli_s2", "mnli", 2, "teacher", {
+        "dev_matched": [mnli(2, 0.82), mnli(4, 0.84)],
+        "dev_mismatched": [mnli(2, 0.80), mnli(4, 0.83)]})
+    experiment(exp, "LAD_mnli_s1", "mnli", 1, "LAD", {
+        "dev_matched": [mnli(2, 0.78), mnli(4, 0.79)],
+        "dev_mismatched": [mnli(2, 0.77), mnli(4, 0.76)]}, teacher_exp="teacher_mnli_s1", tckpt=2)
+    experiment(exp, "teacher_rte_s1", "rte", 1, "teacher", {"dev": [acc(2, 0.60), acc(4, 0.66)]})
+    for seed, scores in ((1, (0.62, 0.64)), (2, (0.66, 0.60))):
+        experiment(exp, f"LAD_rte_mu1_s{seed}", "rte", seed, "LAD",
+                   {"dev": [acc(2, scores[0]), acc(4, scores[1])]}, mu=1)
+    # Its best checkpoint has only a bf16 row: the report says so.
+    experiment(exp, "LAD_rte_mu2_s1", "rte", 1, "LAD",
+               {"dev": [acc(2, 0.61), acc(4, 0.70, "bf16")]}, mu=2)
+    experiment(exp, "teacher_stsb_s1", "stsb", 1, "teacher",
+               {"dev": [stsb(2, 0.5, 0.4), stsb(4, 0.8, 0.7)]})
+    return exp
+
+
+def test_report_one_table_per_task_and_glue_summary(mixed, capsys):
+    report(build_parser().parse_args(["--exp_dir", str(mixed)]))
+    out = capsys.readouterr().out
+    sections = tables_of((mixed / "report.md").read_text())
+    assert list(sections) == ["STS-B (stsb)", "MNLI (mnli)", "RTE (rte)", "GLUE summary"]
+    for heading in sections:
+        assert f"== {heading} ==" in out
+
+    # One table per task, with that task's metrics and splits only.
+    runs = {name: table for name, (table, _) in
+            {h.split(" (")[1][:-1]: s for h, s in sections.items() if "(" in h}.items()}
+    expected_columns = {
+        "mnli": ["dev_matched accuracy", "dev_matched macro_f1", "dev_matched best accuracy",
+                 "dev_mismatched accuracy", "dev_mismatched macro_f1",
+                 "dev_mismatched best accuracy"],
+        "rte": ["dev accuracy", "dev best accuracy"],
+        "stsb": ["dev pearson", "dev spearman", "dev best pearson"]}
+    for task, columns in expected_columns.items():
+        table = runs[task]
+        assert list(table.columns[:3]) == ["experiment", "method", "teacher"]
+        scores = [c for c in table.columns if c.startswith("dev")]
+        assert scores == columns, task  # no other task's columns
+
+    # Every number is the results file's, at the checkpoint chosen on the dev split (the
+    # fp32 row where a step has both), with the precision of its row.
+    chosen = {"teacher_mnli_s1": (2, "fp32"), "teacher_mnli_s2": (4, "fp32"),
+              "LAD_mnli_s1": (4, "fp32"), "teacher_rte_s1": (4, "fp32"),
+              "LAD_rte_mu1_s1": (4, "fp32"), "LAD_rte_mu1_s2": (2, "fp32"),
+              "LAD_rte_mu2_s1": (4, "bf16"), "teacher_stsb_s1": (4, "fp32")}
+    for task, table in runs.items():
+        for row in table.to_dict("records"):
+            step, amp = chosen[row["experiment"]]
+            assert (int(row["selected_step"]), row["amp"]) == (step, amp)
+            for column in expected_columns[task]:
+                split, metric = column.split(" ")[0], column.split(" ")[-1]
+                results = pd.read_csv(mixed / row["experiment"] / f"results_{split}.csv")
+                rows = results.loc[results["step"] == step]
+                value = rows.loc[rows["amp"] == "fp32"] if "fp32" in set(rows["amp"]) else rows
+                if " best " in column:
+                    fp32_first = results.sort_values("amp", key=lambda a: a != "fp32",
+                                                     kind="stable").drop_duplicates("step")
+                    best = fp32_first.loc[fp32_first[metric].idxmax()]
+                    assert row[column] == f"{best[metric]:.4f} @{best['step']}" + \
+                        (" (bf16)" if best["amp"] == "bf16" else "")
+                else:
+                    assert float(row[column]) == pytest.approx(value[metric].iloc[0], abs=5e-5)
+    assert runs["mnli"].set_index("experiment").loc["teacher_mnli_s1", "dev_matched accuracy"] \
+        == "0.8500"  # not step 4's bf16 0.90
+    assert runs["mnli"].set_index("experiment").loc["teacher_mnli_s1", "dev_mismatched accuracy"] \
+        == "0.7500"  # the fp32 row of step 2, not its bf16 0.95
+    assert runs["rte"].set_index("experiment").loc["LAD_rte_mu2_s1", "dev best accuracy"] \
+        == "0.7000 @4 (bf16)"
+    csv = pd.read_csv(mixed / "report.csv")  # every experiment, one row, with its task
+    assert dict(zip(csv["experiment"], csv["task"])) == {
+        name: name.split("_")[1] for name in chosen}
+    assert csv.set_index("experiment").loc["teacher_stsb_s1", "dev spearman"] == pytest.approx(0.7)
+
+    # Seed groups per task, with the task's GLUE score (×100): MNLI averages the matched
+    # and mismatched accuracies, STS-B Pearson and Spearman.
+    groups = {task: sections[heading][1] for heading, task in
+              (("MNLI (mnli)", "mnli"), ("RTE (rte)", "rte"), ("STS-B (stsb)", "stsb"))}
+    teacher = groups["mnli"].set_index("method").loc["teacher"]
+    scores = [(0.85 + 0.75) / 2 * 100, (0.84 + 0.83) / 2 * 100]
+    std = pd.Series(scores).std(ddof=1)
+    assert teacher["GLUE score ×100"] == f"{sum(scores) / 2:.2f} ± {std:.2f} (n=2)"
+    assert teacher["dev_matched accuracy"] == \
+        f"{0.845:.4f} ± {pd.Series([0.85, 0.84]).std():.4f} (n=2)"
+    assert groups["mnli"].set_index("method").loc["LAD", "GLUE score ×100"] == "77.50 (n=1)"
+    assert groups["stsb"]["GLUE score ×100"].tolist() == ["75.00 (n=1)"]
+    rte = groups["rte"].set_index("experiments")
+    assert rte.loc["LAD_rte_mu1_s1, LAD_rte_mu1_s2", "GLUE score ×100"] == \
+        f"65.00 ± {pd.Series([64.0, 66.0]).std():.2f} (n=2)"
+    assert rte.loc["LAD_rte_mu2_s1", "amp"] == "bf16"
+
+    # The summary: one row per method, the best group of a sweep (named), the average
+    # over the tasks present, the missing ones named.
+    summary = sections["GLUE summary"][0].set_index("method")
+    assert list(summary.columns) == ["STS-B", "MNLI", "RTE", "GLUE average ×100"]
+    assert summary.loc["teacher"].tolist() == [
+        "75.00 (n=1)", "81.75 (n=2)", "66.00 (n=1)", f"{(75 + 81.75 + 66) / 3:.2f}"]
+    assert summary.loc["LAD"].tolist() == ["", "77.50 (n=1)", "70.00 (n=1) [1]", ""]
+    text = (mixed / "report.md").read_text()
+    assert ("[1] LAD on RTE: 2 seed groups, the one with the best mean is used: LAD_rte_mu2_s1; "
+            "the others: LAD_rte_mu1_s1, LAD_rte_mu1_s2 (65.00)") in text
+    assert "LAD: no average (no GLUE score on STS-B)" in text
+    assert ("GLUE tasks missing: CoLA, SST-2, MRPC, QQP, QNLI, WNLI; the average is over the 3 "
+            "tasks present, not the official nine-task GLUE score.") in text
+    assert "on the dev splits (not GLUE's test sets)" in text
+
+    # --select_on another split: the best of its preferred (fp32) rows; --task keeps only
+    # that task's table and summary column.
+    report(build_parser().parse_args(["--exp_dir", str(mixed), "--task", "mnli",
+                                      "--select_on", "dev_mismatched"]))
+    sections = tables_of((mixed / "report_mnli.md").read_text())
+    assert list(sections) == ["MNLI (mnli)", "GLUE summary"]
+    table = sections["MNLI (mnli)"][0].set_index("experiment")
+    assert table["selected_step"].to_dict() == {"LAD_mnli_s1": "2", "teacher_mnli_s1": "4",
+                                                "teacher_mnli_s2": "4"}
+    assert table.loc["teacher_mnli_s1", "dev_matched accuracy"] == "0.8000"  # fp32 of step 4
+    assert "GLUE tasks missing: CoLA, SST-2, MRPC, STS-B, QQP, QNLI, RTE, WNLI" in \
+        (mixed / "report_mnli.md").read_text()
