@@ -36,8 +36,8 @@ def model_card(experiment, config: dict, step: int, task, scores: dict,
              ""]
     if scores:
         lines += ["Dev scores of this checkpoint:", ""]
-        lines += [f"- {split} {name}: {value:.4f}" for split, row in scores.items()
-                  for name, value in row.items()]
+        lines += [f"- {split} {name}: {value:.4f} ({row['amp']})" for split, row in scores.items()
+                  for name, value in row.items() if name != "amp"]
         lines.append("")
     lines += ["The command that trained it:", "", "```", config.get("command", ""), "```", "",
               "Every setting of the run:", "", "```json",
@@ -78,8 +78,8 @@ def export(args) -> None:
         if table is not None:
             row = table[table["step"] == step]  # (fp32 first where both precisions were scored)
             if len(row):
-                scores[f"{split} ({row.iloc[0]['amp']})"] = {
-                    name: float(row.iloc[0][name]) for name in task.metrics if name in row}
+                scores[split] = {name: float(row.iloc[0][name]) for name in task.metrics
+                                 if name in row} | {"amp": row.iloc[0]["amp"]}
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

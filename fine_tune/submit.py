@@ -47,7 +47,6 @@ def chosen_files(args) -> tuple[list, list]:
         if not (folder / "config.json").is_file():
             raise UserError(f"--{name} {experiment}: no experiment at {folder} (a {task.trained_as} "
                             f"experiment under --exp_dir {args.exp_dir})")
-        chosen = step
         if step == "best":
             step, _ = best_dev_step(folder, experiment, task, f"--{name}")
             print(f"--{name} {experiment}: {describe_best(best_checkpoint(folder, task), task_metric(task))}")
@@ -58,10 +57,9 @@ def chosen_files(args) -> tuple[list, list]:
                     raise UserError(f"--{name} {experiment}: {path} not found, and model-{step}.pt "
                                     "is no longer on disk to write it: name a step whose "
                                     f"predictions exist (--{name} {experiment}:STEP)")
-                ckpt = "best" if chosen == "best" else step
                 raise UserError(f"--{name} {experiment}: {path} not found: write it with "
                                 f"python generate_test_prediction.py --experiment {experiment} "
-                                f"--task {name} --dataset {split} --ckpt {ckpt}")
+                                f"--task {name} --dataset {split} --ckpt {step}")
             files.append((path, file_name))
     return files, missing
 

@@ -21,6 +21,7 @@ def fake_experiment(exp_dir, name, task, steps=(5, 10), best=10, files=()):
     rows = "\n".join(f"{s},{0.9 if s == best else 0.5}" for s in steps)
     (folder / f"results_{split}.csv").write_text(f"step,{metric}\n{rows}\n")
     for step in steps:
+        (folder / f"model-{step}.pt").write_bytes(b"")  # (only its presence is read)
         (folder / "predictions" / str(step)).mkdir(parents=True)
         for file_name in files:
             (folder / "predictions" / str(step) / file_name).write_text(
@@ -79,6 +80,11 @@ def test_missing_files_and_results_name_the_command_to_run(exp_dir, tmp_path):
     with pytest.raises(UserError, match=r"--rte LAD: .*RTE.tsv not found: write it with python "
                                         r"generate_test_prediction.py --experiment LAD --task rte "
                                         r"--dataset test --ckpt 10"):
+        pack(build_parser().parse_args(argv(exp_dir, tmp_path / "x.zip")))
+    (exp_dir / "LAD_bert_rte" / "model-10.pt").unlink()  # pruned: no command can write it now
+    with pytest.raises(UserError, match=r"--rte LAD: .*RTE.tsv not found, and model-10.pt is no "
+                                        r"longer on disk to write it: name a step whose "
+                                        r"predictions exist \(--rte LAD:STEP\)"):
         pack(build_parser().parse_args(argv(exp_dir, tmp_path / "x.zip")))
     (exp_dir / "LAD_bert_cola" / "results_dev.csv").unlink()
     with pytest.raises(UserError, match=r"--cola: .*results_dev.csv not found.*run_fine_tune_eval.py "
