@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from fine_tune.cli import new_parser
+from fine_tune.cli import new_parser, positive_int
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME, TRAINABLE_TASKS, get_task
 from fine_tune.io import atomic_write_text
@@ -282,6 +282,11 @@ def report(args) -> None:
         raise UserError(f"no experiments under --exp_dir {exp_dir}"
                         + (f" matching --filter {args.filter}" if args.filter else "")
                         + (f" for --task {args.task}" if args.task else ""))
+    if args.baseline and args.select_on and args.select_on != "dev_matched" and \
+            args.select_on != "dev":
+        raise UserError(f"--baseline compares each experiment at its best checkpoint on the "
+                        f"dev split; with --select_on {args.select_on} its columns would not "
+                        "match the reported checkpoints: leave out one of the two")
     if args.select_on:
         lacking = sorted({row["task"] for row in rows}
                          - {name for name, task in TASKS_BY_NAME.items()
@@ -293,8 +298,10 @@ def report(args) -> None:
                             "report one task at a time with --task")
     tasks = [get_task(name) for name in TASK_ORDER if any(row["task"] == name for row in rows)]
     tables = {task.name: task_table(task, rows) for task in tasks}
-    # (--baseline adds its columns to each task's table here, before anything is written.)
     grouped = {task.name: seed_groups(task, rows) for task in tasks}
+    baseline_notes = []
+    if args.baseline:
+        baseline_notes = add_baseline(args, tasks, rows, tables, grouped)
     summary, notes = glue_summary({name: groups for name, (_, groups) in grouped.items()
                                    if name in GLUE_TASKS})
     # A report of a subset (--task, --filter) goes to files of its own: the full report
@@ -317,6 +324,9 @@ def report(args) -> None:
                     "\nRuns that differ only in --seed:", groups.to_string(index=False, na_rep="")]
         sections += [f"## {title}", markdown(table), "Runs that differ only in --seed:",
                      markdown(groups)]
+    if baseline_notes:
+        printed += ["", *baseline_notes]
+        sections += ["\n".join(f"- {n}" for n in baseline_notes)]
     if len(summary):
         printed += ["\n== GLUE summary ==", summary.to_string(index=False), *notes]
         sections += ["## GLUE summary", markdown(summary), "\n".join(f"- {n}" for n in notes)]
@@ -332,6 +342,64 @@ def report(args) -> None:
         written = write_plots(folder, exp_dir, everything, args.select_on)
         print(f"plots ({len(written)}) written to {folder}: "
               + ", ".join(path.name for path in written))
+
+
+def short_name(folder_name: str) -> str:
+    """An experiment's --experiment from its folder name <experiment>_<model>_<task>."""
+    return folder_name.rsplit("_", 2)[0]
+
+
+def add_baseline(args, tasks, rows, tables, grouped) -> list[str]:
+    """--baseline NAME: to every other experiment of a task that has an experiment NAME, and
+    to every other seed group, the difference from NAME (from NAME's seed group) in each
+    metric of the task on its dev split, each side at its best checkpoint, with the
+    paired-bootstrap confidence interval and p-value of fine_tune.compare. Returns notes
+    for the end of the report."""
+    from fine_tune.compare import compare_experiments
+    baseline = short_name(args.baseline) if re.search(r"_bert_[a-z0-9]+$", args.baseline) \
+        else args.baseline
+    notes, found = [], False
+    for task in tasks:
+        folders = {short_name(row["experiment"]) for row in rows if row["task"] == task.name}
+        if baseline not in folders:
+            continue
+        found = True
+        base_group = next((names for names in
+                           ([short_name(f) for f in entry.split(", ")]
+                            for entry in grouped[task.name][0]["experiments"]) if baseline in names))
+
+        def difference(names, against):
+            try:
+                result, info = compare_experiments(args.exp_dir, "bert", task.name, names, against,
+                                                   resamples=args.resamples, seed=0)
+            except UserError as error:
+                notes.append(f"{task.name}: {', '.join(names)} vs {', '.join(against)}: not "
+                             f"compared ({error})")
+                return {metric: "n/a" for metric in task.metrics}
+            return {metric: f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+                            + (f" p={d.p_value:.3g}" if d.p_value is not None else "")
+                    for metric, d in result.items()}
+        table = tables[task.name]
+        cells = [difference([short_name(name)], [baseline]) if short_name(name) != baseline
+                 else {metric: "(baseline)" for metric in task.metrics} for name in table["experiment"]]
+        for metric in task.metrics:
+            table[f"Δ {metric} vs {baseline}"] = [cell[metric] for cell in cells]
+        groups = grouped[task.name][0]
+        cells = []
+        for entry in groups["experiments"]:
+            names = [short_name(f) for f in entry.split(", ")]
+            cells.append({metric: "(baseline)" for metric in task.metrics} if names == base_group
+                         else difference(names, base_group))
+        for metric in task.metrics:
+            groups[f"Δ {metric} vs {baseline}'s group"] = [cell[metric] for cell in cells]
+        notes.append(f"{task.name}: Δ columns are A − {baseline} on {dev_split(task)} (seed groups: "
+                     f"mean over seeds minus {baseline}'s group's mean), each experiment at its "
+                     f"best checkpoint, with a {args.resamples}-resample paired-bootstrap 95% "
+                     "interval and a permutation-test p-value (python -m fine_tune.compare).")
+    if not found:
+        raise UserError(f"--baseline {args.baseline}: no experiment of that name among those "
+                        "reported; name one of the report's experiments (without _bert_<task>)")
+    return notes
 
 
 def markdown(frame) -> str:
@@ -356,6 +424,15 @@ def build_parser():
     parser.add_argument("--select_on", default=None,
                         help="split whose best checkpoint (by the task's first metric) is reported "
                              "on every split (default: the task's dev split)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="add to every experiment of a task that has an experiment NAME its "
+                             "difference from NAME in each metric on the dev split (both at their "
+                             "best checkpoints), with a paired-bootstrap 95%% interval and a "
+                             "permutation p-value, and to every seed group its difference from "
+                             "NAME's seed group (seeds and rows resampled); from the per-example "
+                             "predictions evaluation keeps (python -m fine_tune.compare)")
+    parser.add_argument("--resamples", type=positive_int, default=10000,
+                        help="bootstrap resamples of --baseline's intervals")
     parser.add_argument("--plots", action="store_true",
                         help="also write PNGs to <exp_dir>/plots/: per task, the --select_on "
                              "split's first metric against step for every experiment; per "
