@@ -164,6 +164,37 @@ def autocast(devices, enabled: bool) -> ExitStack:
     return stack
 
 
+def bf16_teacher(model: torch.nn.Module) -> torch.nn.Module:
+    """Make a frozen model run its matrix products in bf16 without autocast, with
+    autocast's numerics (--amp bf16's teacher; in place, once; returns `model`).
+
+    Only the nn.Linear weights and biases become bf16, so no weight is cast per step.
+    Embeddings, LayerNorms and the residual stream stay fp32: each bf16 Linear casts its
+    input to bf16 (a forward pre-hook; already-bf16 inputs pass unchanged), its output is
+    bf16, and BERT's residual add (bf16 sublayer output + fp32 input) promotes to fp32
+    before the fp32 LayerNorm, as under autocast. Cast whole instead, the residual stream
+    and LayerNorms would be bf16 too: the hidden states that LAD, PKD and ALP-KD distil
+    from would carry about 7 times autocast's error (bench/README.md). The outputs are
+    therefore what autocast gives: fp32 hidden states (the LayerNorms'), bf16 logits
+    (the classifier Linear's). Each self-attention casts its input once for query, key
+    and value together (a pre-hook on the module holding the three Linears); the
+    attention itself (SDPA) then gets bf16 q/k/v and the boolean mask of
+    prepared_attention_mask, which any dtype takes."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
+            module.register_forward_pre_hook(_bf16_input)
+        elif all(isinstance(getattr(module, name, None), torch.nn.Linear)
+                 for name in ("query", "key", "value")):
+            module.register_forward_pre_hook(_bf16_input)
+    return model
+
+
+def _bf16_input(module, args):
+    """Forward pre-hook: the first positional input in bf16 (no copy if it already is)."""
+    return (args[0].to(torch.bfloat16), *args[1:])
+
+
 def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy to `device`, asynchronously only towards a GPU: an asynchronous copy to the CPU
     could be read before it has landed."""

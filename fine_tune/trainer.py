@@ -25,7 +25,7 @@ from fine_tune.errors import Interrupted, SharedError, UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import Classification
-from fine_tune.modeling import autocast, compiled, prepared_attention_mask
+from fine_tune.modeling import autocast, bf16_teacher, compiled, prepared_attention_mask
 from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import TRAIN_LOG, dev_split
 from fine_tune.settings import derive
@@ -264,9 +264,10 @@ class TrainingRun:
         self.dynamic_padding = getattr(self.args, "dynamic_padding", False)
         self.devices = set(self.roles().values())
         if self.amp and self.teacher is not None:
-            # The frozen teacher's weights become bf16 once, here, in place: its forward then
-            # runs without autocast, which would otherwise cast every weight on every step.
-            self.teacher.to(torch.bfloat16)
+            # The frozen teacher's Linear weights become bf16 once, here, in place: its
+            # forward then runs without autocast, which would otherwise cast every weight on
+            # every step. Its LayerNorms and residual stream stay fp32: autocast's numerics.
+            bf16_teacher(self.teacher)
         self.forward_model, self.ddp = self.model, None
         self.teacher_forward = compiled(self.teacher, self.args) if self.teacher is not None else None
         if distributed.active():
@@ -403,7 +404,8 @@ def _to(batch: dict, device: torch.device) -> dict:
 def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     """Forward passes of one micro-batch and the objective's loss terms. Under --amp bf16
     the matrix work runs in bf16 (the student's under autocast, the frozen teacher's in
-    bf16 weights, its states bf16); the objectives compute losses and softmaxes in fp32."""
+    bf16 Linear weights, its hidden states fp32); the objectives compute losses and
+    softmaxes in fp32."""
     batch = run.data.batch(rows, trim=run.dynamic_padding)
     hidden = run.objective.needs_hidden_states
     with autocast(run.devices, run.amp):
@@ -414,9 +416,9 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
         if run.teacher is not None:
             # no_grad rather than inference_mode: the gates take teacher states as inputs
             # of their own autograd graph.
-            # Under --amp bf16 the teacher is bf16 (see TrainingRun) and runs outside
-            # autocast: its states are bf16; the losses are computed in fp32 (LAD's first
-            # gate mixes two bf16 teacher states, which autocast would have given in fp32).
+            # Under --amp bf16 the teacher's Linears are bf16 (modeling.bf16_teacher) and it
+            # runs outside autocast, with autocast's outputs: fp32 hidden states, bf16
+            # logits; the losses are computed in fp32.
             with torch.no_grad(), torch.autocast(run.teacher_device.type, enabled=False):
                 if run.teacher_device != run.device:  # copy the batch once per device
                     inputs = prepared_attention_mask(
