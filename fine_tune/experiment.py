@@ -25,7 +25,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 
 from fine_tune.errors import UserError
 from fine_tune.io import atomic_torch_save, atomic_write_json, atomic_write_text, first_line
@@ -43,6 +42,7 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id"
 
 def _load(path: Path, weights_only: bool, fix: str):
     try:
+        import torch  # (here: reading configs and results needs no torch)
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as error:  # see io.first_line: a damaged file can raise almost anything
         raise UserError(f"cannot read {path}: the file is damaged or not a checkpoint "
@@ -296,9 +296,10 @@ class Experiment:
 
 def pretrained_source(ptrain_ver: str) -> str:
     """--ptrain_ver as config.json records it: a local folder as its absolute path (so a
-    student distilled from another working folder still finds it), a hub name as given."""
+    student distilled from another working folder still finds it; symbolic links are kept
+    as named, not followed), a hub name as given."""
     path = Path(ptrain_ver).expanduser()
-    return str(path.resolve()) if path.is_dir() else ptrain_ver
+    return os.path.abspath(path) if path.is_dir() else ptrain_ver
 
 
 def _jsonable(value):

@@ -9,7 +9,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -40,6 +39,7 @@ def atomic_write_json(obj, path) -> None:
 
 
 def atomic_torch_save(obj, path) -> None:
+    import torch  # (here: readers of results and reports never need torch)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(buffer.getvalue(), path)

@@ -29,7 +29,6 @@ def fine_tune_teacher(args) -> None:
     # What was left out, filled in (a new Settings; the parsed flags stay as given).
     args = derive(args, num_class=args.num_class or NUM_CLASSES[args.task],
                   device_id=device_id(device), method="teacher",
-                  ptrain_ver=pretrained_source(args.ptrain_ver),
                   world_size=distributed.world_size())
 
     def load():
@@ -40,6 +39,8 @@ def fine_tune_teacher(args) -> None:
         check_tokenizer(tokenizer, model.config, args.ptrain_ver)
         return tokenizer, model
     tokenizer, model = distributed.agreed(load)
+    # Recorded as an absolute path when it is a local folder (messages above name it as typed).
+    args = derive(args, ptrain_ver=pretrained_source(args.ptrain_ver))
     args, data, eval_data = training_data(args, tokenizer)
 
     objective = FineTuning(head_of(get_task(args.task)))

@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT
 from fine_tune import cli
 from fine_tune.download import build_parser as download_parser
+from fine_tune.compare import build_parser as compare_parser
 from fine_tune.export import build_parser as export_parser
 from fine_tune.report import build_parser as report_parser
 from fine_tune.submit import build_parser as submit_parser
@@ -18,6 +19,7 @@ PARSERS = {
     "run_fine_tune_eval.py": cli.eval_parser, "generate_test_prediction.py": cli.predict_parser,
     "-m fine_tune.download": download_parser, "-m fine_tune.submit": submit_parser,
     "-m fine_tune.export": export_parser, "-m fine_tune.report": report_parser,
+    "-m fine_tune.compare": compare_parser,
 }
 
 
