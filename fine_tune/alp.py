@@ -43,7 +43,7 @@ class ALPObjective(DistillationObjective):
             teacher_hidden = [h[:, 0] for h in teacher_hidden]
         else:
             students = list(student_hidden)
-        # (fp32: under --amp bf16 the teacher's states are bf16; the targets are not)
+        # (fp32, as the teacher's states already are under --amp bf16: modeling.bf16_teacher)
         teachers = torch.stack([move(h, self.device) for h in teacher_hidden]).float()
         targets = []
         for j, student in enumerate(students, start=1):

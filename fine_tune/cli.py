@@ -151,8 +151,11 @@ def add_amp_arg(group, training=True):
     """The precision and compilation flags (training, evaluation and prediction)."""
     group.add_argument("--amp", default="fp32", choices=("fp32", "bf16"),
                        help="bf16: run the forward passes under bf16 autocast"
-                            + (" (losses and softmaxes stay fp32; a frozen teacher is cast to "
-                               "bf16 once and runs without autocast)" if training else "")
+                            + (" (losses and softmaxes stay fp32; a frozen teacher's Linear "
+                               "weights are cast to bf16 once and it runs without autocast, its "
+                               "LayerNorms and residual stream in fp32: autocast's numbers)"
+                               if training else "; its scores are stored as bf16 rows, apart "
+                               "from fp32 ones")
                             + "; meant for CUDA GPUs with bf16 support")
     group.add_argument("--tf32", action="store_true",
                        help="TF32 matrix math for fp32 runs on CUDA GPUs (Ampere or newer): "
