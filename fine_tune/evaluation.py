@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from fine_tune import distributed
 from fine_tune.data import TokenizedSplit, load_tokenized, task_file
@@ -16,22 +15,13 @@ from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
+from fine_tune.metrics import METRICS
 from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import (best_checkpoint, best_dev_step, best_step, describe_best,
                                 merge_results, preferred_rows)
 
-# Every dev metric a task may name (fine_tune.glue), from gold and predicted values: class
-# ids (f1 is for the class "1", as GLUE scores MRPC and QQP) or scores.
-METRICS = {
-    "accuracy": accuracy_score,
-    "macro_f1": lambda gold, predicted: f1_score(gold, predicted, average="macro"),
-    "f1": lambda gold, predicted: f1_score(gold, predicted, pos_label=1, zero_division=0.0),
-    "mcc": matthews_corrcoef,
-    "pearson": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "pearson"),
-    "spearman": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "spearman"),
-}
 
 
 @torch.inference_mode()

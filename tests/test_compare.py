@@ -11,22 +11,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from conftest import ROOT
 from fine_tune import compare
 from fine_tune.compare import Difference, draw_resamples, draw_swaps, paired_bootstrap
 from fine_tune.glue import get_task
+from fine_tune.metrics import METRICS  # (as evaluation computes them)
 
-# The metrics as fine_tune.evaluation computes them (it imports torch; these are the same calls).
-METRICS = {
-    "accuracy": accuracy_score,
-    "macro_f1": lambda gold, predicted: f1_score(gold, predicted, average="macro"),
-    "f1": lambda gold, predicted: f1_score(gold, predicted, pos_label=1, zero_division=0.0),
-    "mcc": matthews_corrcoef,
-    "pearson": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "pearson"),
-    "spearman": lambda gold, predicted: pd.Series(gold).corr(pd.Series(predicted), "spearman"),
-}
 MNLI, MRPC, COLA, STSB = (get_task(name) for name in ("mnli", "mrpc", "cola", "stsb"))
 # sklearn's confusion matrix of a resample with one class only (expected here)
 pytestmark = pytest.mark.filterwarnings("ignore:A single label was found")

@@ -107,7 +107,8 @@ def test_seed_distillation_command_trains_a_student(work, experiment):
     assert sorted(p.name for p in folder.glob("*.pt")) == \
         (["gate-2.pt", "gate-4.pt", "gate-5.pt"] if gates else []) + models + ["train_state.pt"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["max_seq_len"] == 128 and config["ptrain_ver"] == "tiny-bert-12"
+    # (the teacher's --ptrain_ver, recorded as the folder's absolute path)
+    assert config["max_seq_len"] == 128 and config["ptrain_ver"] == str(work / "tiny-bert-12")
     assert config["tdevice_id"] == -1  # given, or defaulted to --device_id
     assert config["num_hidden_layers"] == 6 and config["mu"] == float(seed_flags(command)[
         seed_flags(command).index("--mu") + 1])
