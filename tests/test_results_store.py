@@ -4,8 +4,6 @@ and export share. Each test names the defect it guards against."""
 import json
 import multiprocessing
 import os
-import subprocess
-import sys
 import zipfile
 from types import SimpleNamespace
 
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, flags, run_script
+from conftest import flags, run_script
 from fine_tune import cli, results
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
@@ -25,13 +23,33 @@ TEACHER = ("--experiment teacher_base --ptrain_ver tiny-bert --batch_size 16 --c
 MNLI = get_task("mnli")
 
 
-@pytest.fixture
-def trained(workdir, monkeypatch):
-    """A teacher with checkpoints at steps 1-4, trained in this process from workdir."""
+@pytest.fixture(scope="module")
+def teacher_once(assets, tmp_path_factory):
+    """A teacher with checkpoints at steps 1-4, trained once for this file."""
+    import shutil
+
     from fine_tune.teacher import fine_tune_teacher
-    monkeypatch.chdir(workdir)
-    fine_tune_teacher(cli.teacher_parser().parse_args(flags(TEACHER)))
-    return workdir
+    root, data_dir, bert = assets
+    work = tmp_path_factory.mktemp("store")
+    shutil.copytree(data_dir, work / "data" / "fine_tune")
+    os.symlink(bert, work / "tiny-bert")
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        fine_tune_teacher(cli.teacher_parser().parse_args(flags(TEACHER)))
+    finally:
+        os.chdir(here)
+    return work
+
+
+@pytest.fixture
+def trained(teacher_once, tmp_path, monkeypatch):
+    """A copy of that teacher's working folder, the current folder of the test."""
+    import shutil
+    work = tmp_path / "work"
+    shutil.copytree(teacher_once, work, symlinks=True)
+    monkeypatch.chdir(work)
+    return work
 
 
 def evaluate(*extra, split="dev_matched"):
@@ -176,15 +194,15 @@ def test_ckpt_best_in_evaluation_prediction_and_submit(trained):
                         "--ckpt", "best", cwd=trained)
     assert "--ckpt best: model-2.pt" in result.stdout and "tied with step 3" in result.stdout
     assert pd.read_csv(folder / "results_dev_mismatched.csv")["step"].tolist() == [2]
+    from fine_tune.evaluation import write_test_predictions
+    from fine_tune.submit import build_parser as submit_parser
+    from fine_tune.submit import pack
     for split in ("test_matched", "test_mismatched"):
-        run_script("generate_test_prediction.py", *flags(common), "--dataset", split,
-                   "--ckpt", "best", cwd=trained)
+        write_test_predictions(Settings(**vars(cli.predict_parser().parse_args(
+            flags(common) + ["--dataset", split, "--ckpt", "best"]))))
     assert sorted(p.name for p in (folder / "predictions" / "2").iterdir()) == [
         "MNLI-m.tsv", "MNLI-mm.tsv"]
-    result = subprocess.run([sys.executable, "-m", "fine_tune.submit", "--mnli", "teacher_base",
-                             "--partial"], cwd=trained, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 0, result.stderr
+    pack(submit_parser().parse_args(["--mnli", "teacher_base", "--partial"]))  # no --output
     with zipfile.ZipFile(trained / "exp" / "glue_submission.zip") as archive:
         assert sorted(archive.namelist()) == ["MNLI-m.tsv", "MNLI-mm.tsv"]
     assert not (trained / "glue_submission.zip").exists()
@@ -200,7 +218,8 @@ def test_exported_student_truncates_long_inputs_and_relative_ptrain_ver(trained,
     from fine_tune.export import build_parser, export
     from fine_tune.lad import distil_lad
     config = json.loads((folder_of(trained) / "config.json").read_text())
-    assert config["ptrain_ver"] == os.path.abspath(trained / "tiny-bert")
+    # (the teacher was trained in another folder, with --ptrain_ver tiny-bert typed relative)
+    assert os.path.isabs(config["ptrain_ver"]) and config["ptrain_ver"].endswith("/tiny-bert")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the student is distilled from another working folder
