@@ -34,6 +34,7 @@ import numpy as np
 
 from fine_tune.errors import UserError
 from fine_tune.glue import get_task
+from fine_tune.io import first_line
 
 # The training log's table in each experiment folder (fine_tune.trainer writes it).
 TRAIN_LOG = "train_log.csv"
@@ -69,11 +70,13 @@ def read_results(folder, split: str):
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise UserError(f"{path} is damaged ({error}): restore it from a copy, or evaluate the "
-                        "experiment again with run_fine_tune_eval.py") from None
+        raise UserError(f"{path} is damaged ({first_line(error)}): restore it from a copy, or "
+                        "move it away and evaluate the experiment again with "
+                        "run_fine_tune_eval.py (scores of pruned checkpoints are then lost)") from None
     if "step" not in table.columns:
-        raise UserError(f"{path} is damaged (no 'step' column): restore it from a copy, or "
-                        "evaluate the experiment again with run_fine_tune_eval.py")
+        raise UserError(f"{path} is damaged (no 'step' column): restore it from a copy, or move "
+                        "it away and evaluate the experiment again with run_fine_tune_eval.py "
+                        "(scores of pruned checkpoints are then lost)")
     return _normalised(table, Path(folder))
 
 

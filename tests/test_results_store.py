@@ -237,3 +237,15 @@ def test_exported_student_truncates_long_inputs_and_relative_ptrain_ver(trained,
     classify = pipeline("text-classification", model=str(out), device=-1)
     long_input = " ".join(["word"] * 400)
     assert classify(long_input, truncation=True)[0]["label"] in MNLI.labels
+
+
+def test_a_damaged_results_file_is_refused_not_overwritten(tmp_path):
+    """A merge into an unreadable table would lose the rows of pruned checkpoints: refused
+    in one line, the file left as it was."""
+    from fine_tune.errors import UserError
+    folder = tmp_path / "exp" / "x_bert_rte"
+    folder.mkdir(parents=True)
+    (folder / "results_dev.csv").write_text("no step column here\n1\n")
+    with pytest.raises(UserError, match="damaged .*move it away"):
+        _merge_steps(folder, [3])
+    assert (folder / "results_dev.csv").read_text() == "no step column here\n1\n"
