@@ -23,7 +23,11 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     for config in ("bench_fp32", "bench_bf16"):
         for method in ("teacher", "lad"):
             row = rows[(config, f"train {method}")]
-            assert row["examples_per_s"] > 0 and row["ops_per_step"] > 100 and 0 < row["mfu"] < 1
+            assert row["examples_per_s"] > 0 and row["ops_per_step"] > 100 and row["mfu"] > 0
+            # (an MFU above 1 is possible only in the CPU dry run's bf16 rows: without bf16
+            # matrix instructions the measured bf16 matmul rate is an emulation's, which the
+            # model's own kernels can beat; seen at 2.1 on a slow day)
+            assert config == "bench_bf16" or row["mfu"] < 1
         assert "scaled_dot_product" in rows[(config, "attention kernel (SDPA) at these sizes")]["kernel"]
     # bf16 no longer pays autocast's weight casts: within 25% of fp32's count (59% above it
     # before the bf16 teacher and weight copies).
