@@ -67,7 +67,7 @@ import numpy as np
 from fine_tune.cli import MODELS, new_parser, seed_int
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import LABELED_SPLITS, TRAINABLE_TASKS, get_task
-from fine_tune.results import best_checkpoint, best_dev_step, dev_split, load_predictions
+from fine_tune.results import dev_split, load_predictions, require_best
 
 # Resamples x rows held in memory at once (about 20 MB per array of them).
 ELEMENTS_PER_CHUNK = 2_500_000
@@ -507,10 +507,7 @@ def _load(exp_dir, model: str, task, name: str, split: str, ckpt, side: str) -> 
     folder = _folder(exp_dir, name, model, task, side)
     metric = get_task(task.trained_as).metrics[0]
     if ckpt == "best":
-        best = best_checkpoint(folder, task)
-        if best is None:
-            best_dev_step(folder, name, task, "--ckpt best")  # raises the reason in one line
-            raise UserError(f"{name} has no best checkpoint: name one with --ckpt STEP")
+        best = require_best(folder, name, task, "--ckpt best")  # (or one line saying why not)
         step, amp, chosen = best.step, best.amp, f"the best {metric} on {best.split}"
     else:
         step, amp, chosen = int(ckpt), None, "--ckpt"

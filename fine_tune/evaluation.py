@@ -19,8 +19,8 @@ from fine_tune.metrics import METRICS
 from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
                                 prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
-from fine_tune.results import (best_checkpoint, best_dev_step, best_step, describe_best,
-                                merge_results, preferred_rows)
+from fine_tune.results import (best_step, describe_best, merge_results, preferred_rows,
+                                require_best)
 
 
 
@@ -115,13 +115,12 @@ def _load(args, output, step=None):
 def resolve_best(experiment: Experiment, task, steps: list) -> int:
     """--ckpt best: the store's best checkpoint (fine_tune.results.best_checkpoint), said in
     one line; one line when there is none or its checkpoint is gone."""
-    step, _ = best_dev_step(experiment.path, experiment.experiment, task, "--ckpt best")
-    best = best_checkpoint(experiment.path, task)
-    if step not in steps:
-        raise UserError(f"--ckpt best is model-{step}.pt, which is no longer on disk; "
+    best = require_best(experiment.path, experiment.experiment, task, "--ckpt best")
+    if best.step not in steps:
+        raise UserError(f"--ckpt best is model-{best.step}.pt, which is no longer on disk; "
                         f"{experiment.describe_checkpoints(steps)}: name one with --ckpt")
-    print(f"--ckpt best: {describe_best(best, get_task(task.trained_as).metrics[0])}")
-    return step
+    print(f"--ckpt best: {describe_best(best, task)}")
+    return best.step
 
 
 def score(model, task, data: TokenizedSplit, batch_size: int, device: torch.device,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fine_tune.cli import add_experiment_args, new_parser, step_or_best
 from fine_tune.errors import UserError, run_cli
-from fine_tune.results import best_checkpoint, best_dev_step, describe_best, read_results
+from fine_tune.results import describe_best, read_results, require_best
 
 def model_card(experiment, config: dict, step: int, task, scores: dict,
                model_max_length: int) -> str:
@@ -59,8 +59,9 @@ def export(args) -> None:
         raise UserError(f"--out {out} already exists and is not empty: choose a new folder")
     step = args.ckpt
     if step == "best":
-        step, split = best_dev_step(experiment.path, args.experiment, task, "--ckpt best")
-        print(f"--ckpt best: {describe_best(best_checkpoint(experiment.path, task), task.metrics[0])}")
+        best = require_best(experiment.path, args.experiment, task, "--ckpt best")
+        step = best.step
+        print(f"--ckpt best: {describe_best(best, task)}")
     state = experiment.load_checkpoint(step)
     model = load_architecture(experiment)
     model.load_state_dict(state)

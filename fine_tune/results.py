@@ -136,8 +136,8 @@ def best_checkpoint(folder, task, table=None) -> Best | None:
                 {name: float(row[name]) for name in trained.metrics if name in row}, ties)
 
 
-def best_dev_step(folder: Path, experiment: str, task, flag: str) -> tuple[int, str]:
-    """(step, split) of `best_checkpoint`, or one line saying why there is none."""
+def require_best(folder: Path, experiment: str, task, flag: str) -> Best:
+    """`best_checkpoint`, or one line saying why there is none."""
     trained = get_task(task.trained_as)
     split = dev_split(task)
     if not results_path(folder, split).is_file():
@@ -148,10 +148,19 @@ def best_dev_step(folder: Path, experiment: str, task, flag: str) -> tuple[int, 
     if best is None:
         raise UserError(f"{flag}: no checkpoint in {results_path(folder, split)} has a "
                         f"{trained.metrics[0]} score (all are empty): name a step")
-    return best.step, split
+    return best
 
 
-def describe_best(best: Best, metric: str) -> str:
+def best_dev_step(folder: Path, experiment: str, task, flag: str) -> tuple[int, str]:
+    """(step, split) of `require_best`."""
+    best = require_best(folder, experiment, task, flag)
+    return best.step, best.split
+
+
+def describe_best(best: Best, task) -> str:
+    """'model-S.pt, the best <metric> on <split> (value, amp; ties)' for the commands that
+    choose it."""
+    metric = get_task(task.trained_as).metrics[0]
     tie = (f"; tied with step{'s' * (len(best.ties) > 1)} {', '.join(map(str, best.ties))}, the "
            "earliest wins" if best.ties else "")
     return (f"model-{best.step}.pt, the best {metric} on {best.split} "

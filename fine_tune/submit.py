@@ -19,12 +19,7 @@ from pathlib import Path
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME
-from fine_tune.glue import get_task
-from fine_tune.results import best_checkpoint, best_dev_step, describe_best
-
-
-def task_metric(task) -> str:
-    return get_task(task.trained_as).metrics[0]
+from fine_tune.results import describe_best, require_best
 
 def parse_choice(text: str) -> tuple:
     name, _, step = text.partition(":")
@@ -48,8 +43,9 @@ def chosen_files(args) -> tuple[list, list]:
             raise UserError(f"--{name} {experiment}: no experiment at {folder} (a {task.trained_as} "
                             f"experiment under --exp_dir {args.exp_dir})")
         if step == "best":
-            step, _ = best_dev_step(folder, experiment, task, f"--{name}")
-            print(f"--{name} {experiment}: {describe_best(best_checkpoint(folder, task), task_metric(task))}")
+            best = require_best(folder, experiment, task, f"--{name}")
+            step = best.step
+            print(f"--{name} {experiment}: {describe_best(best, task)}")
         for split, file_name in task.submissions.items():
             path = folder / "predictions" / str(step) / file_name
             if not path.is_file():
