@@ -182,7 +182,7 @@ def test_per_example_predictions_reproduce_the_stored_scores(trained):
         assert f1_score(gold, predicted, average="macro") == pytest.approx(row.macro_f1)
 
 
-def test_ckpt_best_in_evaluation_prediction_and_submit(trained):
+def test_ckpt_best_in_evaluation_prediction_and_submit(trained, capsys):
     """Defects 8 and 11: run_fine_tune_eval.py and generate_test_prediction.py refused
     --ckpt best; a tie chose a checkpoint the user had not predicted with; the zip landed
     in the repository root."""
@@ -190,9 +190,10 @@ def test_ckpt_best_in_evaluation_prediction_and_submit(trained):
     evaluate()
     set_scores(folder, "dev_matched", {1: 0.2, 2: 0.7, 3: 0.7, 4: 0.3})  # a tie: 2 wins
     common = "--experiment teacher_base --device_id -1 --batch_size 16"
-    result = run_script("run_fine_tune_eval.py", *flags(common), "--dataset", "dev_mismatched",
-                        "--ckpt", "best", cwd=trained)
-    assert "--ckpt best: model-2.pt" in result.stdout and "tied with step 3" in result.stdout
+    capsys.readouterr()
+    evaluate("--ckpt", "best", split="dev_mismatched")  # (the parser of run_fine_tune_eval.py)
+    out = capsys.readouterr().out
+    assert "--ckpt best: model-2.pt" in out and "tied with step 3" in out
     assert pd.read_csv(folder / "results_dev_mismatched.csv")["step"].tolist() == [2]
     from fine_tune.evaluation import write_test_predictions
     from fine_tune.submit import build_parser as submit_parser
