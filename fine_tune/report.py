@@ -22,7 +22,7 @@ from fine_tune.cli import new_parser, positive_int
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME, TRAINABLE_TASKS, get_task
 from fine_tune.io import atomic_write_text
-from fine_tune.results import best_checkpoint, best_step, dev_split, preferred_rows, read_results
+from fine_tune.results import best_step, dev_split, preferred_rows, read_results
 
 # The script that trained an experiment (config.json's command) and the flag naming its
 # variant, if any: the method column.
@@ -110,12 +110,9 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
     tables = {split: preferred_rows(table) for split in task.labelled_splits()
               if (table := read_results(folder, split)) is not None and len(table)}
     first = task.metrics[0]
-    chosen = None
-    if selection == dev_split(task) and selection in tables:
-        best = best_checkpoint(folder, task, tables[selection])  # THE definition of best
-        chosen = best.step if best is not None else None
-    elif selection in tables and first in tables[selection].columns:
-        chosen = best_step(tables[selection], first)
+    # The rule of fine_tune.results.best_checkpoint (on the preferred rows), on any split.
+    chosen = (best_step(tables[selection], first)
+              if selection in tables and first in tables[selection].columns else None)
     amps = {}  # split -> the precision of the row its scores come from
     if chosen is not None:
         row["selected_step"] = chosen

@@ -117,13 +117,13 @@ class Best:
     ties: tuple = ()  # later steps with the same score
 
 
-def best_checkpoint(folder, task, table=None) -> Best | None:
+def best_checkpoint(folder, task) -> Best | None:
     """The best checkpoint of an experiment (see the module's docstring), from its store;
     None when it has no scored dev row. `task` is a fine_tune.glue.Task (AX: its MNLI
     model's dev split)."""
     trained = get_task(task.trained_as)
     split, metric = dev_split(task), trained.metrics[0]
-    table = read_results(folder, split) if table is None else table
+    table = read_results(folder, split)
     if table is None:
         return None
     rows = preferred_rows(table)
