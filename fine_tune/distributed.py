@@ -187,12 +187,14 @@ def average_gradients(parameters) -> None:
     if not parameters:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    present = torch.tensor([float(p.grad is not None) for p in parameters],
-                           device=grads[0].device, dtype=grads[0].dtype)
+    # (the usual case, every gradient here, fills on the device: no host-to-device copy,
+    # which would wait for the step's kernels; a missing one is read back on the host)
+    missing = any(p.grad is None for p in parameters)
+    options = dict(device=grads[0].device, dtype=grads[0].dtype)
+    present = (torch.tensor([float(p.grad is not None) for p in parameters], **options)
+               if missing else torch.ones(len(parameters), **options))
     flat = torch.cat([g.reshape(-1) for g in grads] + [present])
     dist.all_reduce(flat)
-    # (read on the host only when this rank lacks a gradient: no synchronisation otherwise)
-    missing = any(p.grad is None for p in parameters)
     anywhere = (flat[-len(parameters):] > 0).tolist() if missing else [True] * len(parameters)
     flat /= world_size()
     offset = 0
