@@ -26,10 +26,13 @@ class HighwayGate(nn.Module):
 
     def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         z = torch.sigmoid(self.linear(previous))
-        # How much of the new layer the gate lets in, over batch, tokens (padding
-        # included, as the gate sees it) and width: one small reduction, left on the
-        # device for the training log.
-        self.mean_z = z.detach().mean()  # (under --amp bf16 a bf16 mean: enough for a plot)
+        # How much of the new layer the gate lets in, and how unevenly: z's mean and
+        # (population) standard deviation over batch, tokens (padding included, as the
+        # gate sees it) and width, in one fp32 reduction (std_mean: one pass, no
+        # cancellation), left on the device for the training log. A mean near 0.5 with a
+        # small std is a gate that mixes evenly; with a large one, a gate that passes
+        # some units and tokens and blocks others.
+        self.std_z, self.mean_z = torch.std_mean(z.detach().float(), correction=0)
         # z * H + (1 - z) * A_prev, as A_prev + z * (H - A_prev): two ops instead of four.
         return self.norm(torch.addcmul(previous, z, current - previous))
 
@@ -150,15 +153,24 @@ class GatedObjective(DistillationObjective):
         return [list(gate.parameters()) for gate in self.gates]
 
     def statistics(self) -> dict:
-        """Every gate's mean z in the last forward, as one vector (one op to gather)."""
+        """Every gate's mean z in the last forward and z's standard deviation in it (over
+        batch, tokens and width), as two fp32 vectors (one op each to gather). The trainer
+        averages both over micro-batches, steps and ranks alike: the logged std is the
+        mean of each forward pass's std, not the std over the whole --log_step interval
+        (which would add the drift of the mean between steps)."""
         if not len(self.gates) or not hasattr(self.gates[0], "mean_z"):
             return {}
-        return {"gate_z": torch.stack([gate.mean_z for gate in self.gates]).float()}
+        return {"gate_z": torch.stack([gate.mean_z for gate in self.gates]),
+                "gate_z_std": torch.stack([gate.std_z for gate in self.gates])}
 
     def name_statistics(self, values: dict) -> dict:
-        """gate_z/H_i for each gate."""
-        return {f"gate_z/{name}": value
-                for name, value in zip(self.gate_names, values.get("gate_z", []))}
+        """gate_z/H_i and gate_z_std/H_i for each gate, each mean beside its std."""
+        named = {}
+        for i, name in enumerate(self.gate_names):
+            for tag in ("gate_z", "gate_z_std"):
+                if tag in values:
+                    named[f"{tag}/{name}"] = values[tag][i]
+        return named
 
     def describe(self) -> dict:
         return {"gate": "highway: LayerNorm_[max_seq_len, d](z*H + (1-z)*A_prev), z = sigmoid(W A_prev + b)",

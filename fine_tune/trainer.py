@@ -48,7 +48,10 @@ class Objective(nn.Module):
     def statistics(self) -> dict:
         """Values to watch that are not losses, from the last forward: {tag: detached
         tensor on the device, a scalar or a vector}, averaged and logged with the loss
-        terms (LAD: one vector of every gate's mean z)."""
+        terms (LAD: one vector of every gate's mean z, one of z's standard deviation).
+        Each is averaged linearly (over micro-batches by rows, over the --log_step steps,
+        over ranks): a nonlinear statistic such as a std is logged as the mean of the
+        values each forward gave."""
         return {}
 
     def name_statistics(self, values: dict) -> dict:

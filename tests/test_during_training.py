@@ -63,12 +63,16 @@ def test_lad_evaluated_and_pruned_during_training_resumes_bitwise(workdir):
     gates = [c for c in log.columns if c.startswith("gate_z/")]
     assert gates == ["gate_z/H_2", "gate_z/H_3", "gate_z/H_4"]  # 4-layer teacher: A_2 .. A_4
     assert ((log[gates] > 0) & (log[gates] < 1)).all().all()
+    spreads = [c for c in log.columns if c.startswith("gate_z_std/")]  # and z's spread
+    assert spreads == ["gate_z_std/H_2", "gate_z_std/H_3", "gate_z_std/H_4"]
+    assert ((log[spreads] > 0) & (log[spreads] < 0.5)).all().all()
     events = EventAccumulator(str(reference / "log")).Reload()
-    assert [e.step for e in events.Scalars("gate_z/H_3")] == [3, 6, 9, 12, 14]
-    assert events.Scalars("gate_z/H_3")[-1].value == pytest.approx(log["gate_z/H_3"].iloc[-1])
+    for tag in ("gate_z/H_3", "gate_z_std/H_3"):
+        assert [e.step for e in events.Scalars(tag)] == [3, 6, 9, 12, 14]
+        assert events.Scalars(tag)[-1].value == pytest.approx(log[tag].iloc[-1])
 
 
-def test_gate_statistics_are_each_gates_mean_z():
+def test_gate_statistics_are_each_gates_mean_and_std_of_z():
     torch.manual_seed(0)
     args = Settings(mu=1.0, hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, task="mnli")
     cpu = torch.device("cpu")
@@ -78,9 +82,11 @@ def test_gate_statistics_are_each_gates_mean_z():
         assert objective.statistics() == {}  # nothing before the first forward
         teacher = [torch.randn(3, 5, 8) for _ in range(6)]
         objective.hidden_terms([torch.randn(3, 5, 8) for _ in range(3)], teacher)
-        vector = objective.statistics()["gate_z"]  # one vector, named when logged
-        statistics = objective.name_statistics({"gate_z": vector.tolist()})
-        assert list(statistics) == [f"gate_z/{name}" for name in names]
+        vectors = objective.statistics()  # one vector per tag, named when logged
+        assert all(v.shape == (len(names),) and v.dtype == torch.float32 for v in vectors.values())
+        statistics = objective.name_statistics({tag: v.tolist() for tag, v in vectors.items()})
+        assert list(statistics) == [f"{tag}/{name}" for name in names
+                                    for tag in ("gate_z", "gate_z_std")]  # each mean beside its std
         # By hand: gate g's z = sigmoid(W x + b) on its "previous" input.
         if targets[0][0] == "gate":
             previous = [teacher[t[1] - 1] for t in targets]
@@ -90,8 +96,60 @@ def test_gate_statistics_are_each_gates_mean_z():
                 previous.append(aggregate)
                 aggregate = gate(aggregate, layer)
         for gate, name, x in zip(objective.gates, names, previous):
-            expected = torch.sigmoid(gate.linear(x)).mean().detach()
-            assert statistics[f"gate_z/{name}"] == pytest.approx(expected.item(), abs=1e-6)
+            z = torch.sigmoid(gate.linear(x)).detach().double()  # (batch, tokens, width)
+            mean = z.sum() / z.numel()
+            std = (((z - mean) ** 2).sum() / z.numel()).sqrt()  # population std over all of z
+            assert statistics[f"gate_z/{name}"] == pytest.approx(mean.item(), abs=1e-6)
+            assert statistics[f"gate_z_std/{name}"] == pytest.approx(std.item(), abs=1e-6)
+            assert std > 0.01  # a real spread, not a constant
+
+
+def test_logged_gate_spread_is_the_hand_computed_std_of_z(workdir, monkeypatch):
+    """train_log.csv's gate_z_std/H_i (and gate_z/H_i) for a LAD run with --accum_step 2 and
+    a last --log_step interval of one step: each forward's population std of z over batch,
+    tokens and width, averaged over the micro-batches by rows and over the interval's steps,
+    computed by hand from every z the gates produced."""
+    from fine_tune.lad import HighwayGate, distil_lad
+    from fine_tune.teacher import fine_tune_teacher
+    monkeypatch.chdir(workdir)
+    fine_tune_teacher(Settings(**vars(cli.teacher_parser().parse_args(seed_flags(
+        TEACHER, total_step=2, ckpt_step=2, log_step=2, warmup_step=1, batch_size=8)))))
+    recorded = []  # (gate, z) of every gate forward, in order
+    forward = HighwayGate.forward
+
+    def recording(self, previous, current):
+        with torch.no_grad():
+            recorded.append((self, torch.sigmoid(self.linear(previous)).double()))
+        return forward(self, previous, current)
+    monkeypatch.setattr(HighwayGate, "forward", recording)
+    distil_lad(Settings(**vars(cli.lad_parser().parse_args(seed_flags(
+        LAD, tckpt=2, total_step=5, ckpt_step=5, log_step=2, accum_step=2, batch_size=8,
+        warmup_step=1)))))
+
+    gates = list(dict.fromkeys(gate for gate, _ in recorded))  # chain order: H_2, H_3, H_4
+    names = ["H_2", "H_3", "H_4"]
+    log = pd.read_csv(workdir / "exp" / "LAD_bert_mnli" / "train_log.csv")
+    assert log["step"].tolist() == [2, 4, 5]
+    columns = [c for c in log.columns if c.startswith("gate_z")]
+    assert columns == [f"{tag}/{name}" for name in names for tag in ("gate_z", "gate_z_std")]
+    for gate, name in zip(gates, names):
+        zs = [z for g, z in recorded if g is gate]
+        assert len(zs) == 5 * 2  # 5 steps of 2 micro-batches
+        per_step = {"gate_z": [], "gate_z_std": []}
+        for step in range(5):
+            micro = zs[2 * step:2 * step + 2]
+            rows = sum(len(z) for z in micro)
+            means = [z.sum() / z.numel() for z in micro]
+            stds = [(((z - m) ** 2).sum() / z.numel()).sqrt() for z, m in zip(micro, means)]
+            per_step["gate_z"].append(sum(m * len(z) / rows for m, z in zip(means, micro)))
+            per_step["gate_z_std"].append(sum(s * len(z) / rows for s, z in zip(stds, micro)))
+        for tag, values in per_step.items():
+            expected = [(values[0] + values[1]) / 2, (values[2] + values[3]) / 2, values[4]]
+            assert log[f"{tag}/{name}"].tolist() == pytest.approx([v.item() for v in expected],
+                                                                  rel=1e-5), (tag, name)
+    events = EventAccumulator(str(workdir / "exp" / "LAD_bert_mnli" / "log")).Reload()
+    assert [e.value for e in events.Scalars("gate_z_std/H_3")] == \
+        pytest.approx(log["gate_z_std/H_3"].tolist(), rel=1e-6)
 
 
 @pytest.mark.parametrize("flag, message", [
