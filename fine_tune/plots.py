@@ -5,7 +5,9 @@
                                         step also has a bf16 row)
     plots/<experiment>_loss.png         the training loss terms against step (train_log.csv)
     plots/<experiment>_gates.png        LAD's gates: each gate's mean z against step
-                                        (train_log.csv's gate_z/H_i columns)
+                                        (train_log.csv's gate_z/H_i columns) and, below,
+                                        the standard deviation of its z (gate_z_std/H_i;
+                                        logs written before it existed: the mean alone)
 
 Each PNG is written whole or not at all.
 """
@@ -88,11 +90,40 @@ def write_plots(folder: Path, exp_dir: Path, table: pd.DataFrame, select_on: str
                              {c[len("loss/"):]: (log["step"], log[c]) for c in losses},
                              log_scale=positive)
             written.append(_save(plt, figure, folder / f"{name}_loss.png"))
-        gates = [c for c in log.columns if c.startswith("gate_z/")]
+        gates = [c[len("gate_z/"):] for c in log.columns if c.startswith("gate_z/")]
         if gates:
-            figure = _curves(plt, f"{name}: mean gate value z per teacher layer H_i "
-                                  "(z near 1: the aggregate takes H_i)", "mean z",
-                             {c[len("gate_z/"):]: (log["step"], log[c]) for c in gates})
-            figure.axes[0].set_ylim(0, 1)
-            written.append(_save(plt, figure, folder / f"{name}_gates.png"))
+            written.append(_save(plt, _gate_figure(plt, name, log, gates),
+                                 folder / f"{name}_gates.png"))
     return written
+
+
+def _gate_figure(plt, name: str, log: pd.DataFrame, gates: list):
+    """Each gate's mean z against step and, in a panel below, the standard deviation of
+    its z (over batch, tokens and width, averaged over each --log_step) where
+    train_log.csv has it: a mean near 0.5 with a std near 0 is a gate that mixes evenly,
+    with a large std one that passes some units and blocks others."""
+    title = f"{name}: mean gate value z per teacher layer H_i (z near 1: the aggregate takes H_i)"
+    spread = [gate for gate in gates if f"gate_z_std/{gate}" in log.columns]
+    if not spread:
+        figure = _curves(plt, title, "mean z", {g: (log["step"], log[f"gate_z/{g}"]) for g in gates})
+        figure.axes[0].set_ylim(0, 1)
+        return figure
+    marker = "o" if len(log) < 30 else None
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.4), sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 2]})
+    for gate in gates:
+        line, = top.plot(log["step"], log[f"gate_z/{gate}"], marker=marker, markersize=3, label=gate)
+        if gate in spread:
+            bottom.plot(log["step"], log[f"gate_z_std/{gate}"], marker=marker, markersize=3,
+                        color=line.get_color(), label=gate)
+    top.set(title=title, ylabel="mean z", ylim=(0, 1))
+    # From 0 (every unit mixes alike) up to the data: small spreads stay readable (z lies
+    # in (0, 1), so its std is at most 0.5).
+    bottom.set(xlabel="step", ylabel="std of z",
+               title="spread of z over batch, tokens and width (near 0: every unit mixes alike)")
+    bottom.set_ylim(bottom=0)
+    bottom.title.set_fontsize("small")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    top.legend(fontsize="small", loc="best", ncol=1 + (len(gates) > 8))
+    return figure

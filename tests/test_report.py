@@ -98,6 +98,47 @@ def test_report_rows_seed_groups_and_plots(workdir, monkeypatch, capsys):
         assert width > 500 and height > 300
 
 
+def test_gate_plot_shows_each_gates_mean_and_spread(tmp_path, monkeypatch):
+    """<experiment>_gates.png: the mean z of each gate above, its std (gate_z_std/H_i) in a
+    panel below, in the mean's colour; a train_log.csv from before the std was logged
+    still gets its single panel of means."""
+    from matplotlib.image import imread
+    from fine_tune import plots
+    figures, save = {}, plots._save  # each figure's panels: (y label, [(x, y, colour)])
+
+    def keep(plt, figure, path):
+        figures[path.name] = [(axis.get_ylabel(), [(tuple(line.get_xdata()), tuple(line.get_ydata()),
+                                                    line.get_color()) for line in axis.get_lines()])
+                              for axis in figure.axes]
+        return save(plt, figure, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    step = [10, 20, 30]
+    logs = {"new": {"step": step, "loss/total": [3.0, 2.0, 1.0],
+                    "gate_z/H_2": [0.5, 0.49, 0.5], "gate_z_std/H_2": [0.02, 0.05, 0.1],
+                    "gate_z/H_3": [0.5, 0.5, 0.49], "gate_z_std/H_3": [0.01, 0.01, 0.02]},
+            "old": {"step": step, "loss/total": [3.0, 2.0, 1.0], "gate_z/H_2": [0.5, 0.4, 0.3]}}
+    for name, columns in logs.items():
+        (tmp_path / name).mkdir()
+        pd.DataFrame(columns).to_csv(tmp_path / name / "train_log.csv", index=False)
+    table = pd.DataFrame({"task": ["mnli", "mnli"], "experiment": ["new", "old"]})
+    written = plots.write_plots(tmp_path / "plots", tmp_path, table, None)
+    assert {p.name for p in written} == {"new_loss.png", "new_gates.png", "old_loss.png",
+                                         "old_gates.png"}
+    (mean_label, means), (std_label, stds) = figures["new_gates.png"]
+    assert (mean_label, std_label) == ("mean z", "std of z")
+    assert [line[:2] for line in means] == [(tuple(step), (0.5, 0.49, 0.5)),
+                                            (tuple(step), (0.5, 0.5, 0.49))]
+    assert [line[:2] for line in stds] == [(tuple(step), (0.02, 0.05, 0.1)),
+                                           (tuple(step), (0.01, 0.01, 0.02))]
+    assert [line[2] for line in means] == [line[2] for line in stds]  # one colour per gate
+    assert [(label, len(lines)) for label, lines in figures["old_gates.png"]] == [("mean z", 1)]
+    for name in ("new_gates.png", "old_gates.png"):
+        png = tmp_path / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width = imread(png).shape[:2]
+        assert width > 500 and height > 300
+
+
 def test_parameter_count_of_bert_base():
     config = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
               "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2,
