@@ -273,6 +273,7 @@ def report(args) -> None:
         raise UserError(f"--exp_dir {exp_dir} is not a folder")
     rows = [row for folder in sorted(exp_dir.iterdir()) if folder.is_dir()
             and (not args.filter or args.filter in folder.name)
+            and (not args.folders or folder.name in args.folders)
             and (row := experiment_row(folder, args.select_on)) is not None
             and (not args.task or row["task"] == args.task)]
     if not rows:
@@ -329,13 +330,15 @@ def report(args) -> None:
         sections += ["## GLUE summary", markdown(summary), "\n".join(f"- {n}" for n in notes)]
     print("\n".join(printed))
     everything = pd.concat(tables.values(), ignore_index=True)  # one row per experiment
-    csv_path, md_path = exp_dir / f"report{suffix}.csv", exp_dir / f"report{suffix}.md"
+    output = Path(args.output_dir) if args.output_dir else exp_dir
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = output / f"report{suffix}.csv", output / f"report{suffix}.md"
     atomic_write_text(everything.to_csv(index=False), csv_path)
     atomic_write_text("\n\n".join(sections) + "\n", md_path)
     print(f"\nwritten to {csv_path} and {md_path}")
     if args.plots:
         from fine_tune.plots import write_plots
-        folder = exp_dir / f"plots{suffix}"
+        folder = output / f"plots{suffix}"
         written = write_plots(folder, exp_dir, everything, args.select_on)
         print(f"plots ({len(written)}) written to {folder}: "
               + ", ".join(path.name for path in written))
@@ -418,6 +421,12 @@ def build_parser():
                         help="only experiments of this task (default: all)")
     parser.add_argument("--filter", default=None,
                         help="only experiment folders whose name contains this text")
+    parser.add_argument("--folders", type=lambda text: [n for n in text.split(",") if n],
+                        default=None, metavar="FOLDER[,FOLDER]",
+                        help="only these experiment folders (<experiment>_<model>_<task>), as a "
+                             "sweep reports its own (default: every folder)")
+    parser.add_argument("--output_dir", default=None,
+                        help="folder for report.csv, report.md and plots/ (default: --exp_dir)")
     parser.add_argument("--select_on", default=None,
                         help="split whose best checkpoint (by the task's first metric) is reported "
                              "on every split (default: the task's dev split)")

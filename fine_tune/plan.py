@@ -1,0 +1,457 @@
+"""A sweep's plan: a TOML file turned into runs, each exactly a command a user could type.
+
+    [defaults]                      flags every run gets (left out where a script lacks one)
+    exp_dir = "exp"
+    [[run]]
+    script = "run_lad_distil.py"    one of the eight entry scripts
+    experiment = "LAD_mu{mu}_s{seed}"
+    mu = [500, 1000]                a list: one run per value (a grid over every list)
+    seed = [1, 2, 3]
+    dynamic_padding = true          a switch: --dynamic_padding
+    gpus = 2                        (not a flag) GPUs of this run: a torchrun launch
+    [run.search]                    (not a flag) an Optuna search instead of a grid
+    trials = 8
+    mu = "log:100:2000"
+
+This module reads the plan, expands it, checks every run's flags with its script's own
+parser (so a mistake in run 57 is found before run 1 trains), orders runs after the
+experiments they read, and tells from an experiment's folder whether a run is done,
+was killed (continue it with --resume) or is new. It starts nothing: fine_tune.sweep does.
+"""
+import contextlib
+import fcntl
+import io
+import itertools
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from fine_tune import cli
+from fine_tune.errors import UserError
+from fine_tune.glue import get_task
+
+# script -> (its parser, what it does: trains an experiment, evaluates or predicts one)
+SCRIPTS = {
+    "run_fine_tune.py": (cli.teacher_parser, "train"),
+    "run_lad_distil.py": (cli.lad_parser, "train"),
+    "run_lad_no_distil.py": (cli.lad_no_parser, "train"),
+    "run_probing_lad.py": (cli.probing_parser, "train"),
+    "run_alp_distil.py": (cli.alp_parser, "train"),
+    "run_pkd_distill.py": (cli.pkd_parser, "train"),
+    "run_fine_tune_eval.py": (cli.eval_parser, "eval"),
+    "generate_test_prediction.py": (cli.predict_parser, "predict"),
+}
+NOT_FLAGS = ("script", "gpus", "search")  # keys of a [[run]] table that are the sweep's own
+# Flags whose change does not make a finished experiment another run (those of --resume),
+# and values the scripts derive (a student's max_seq_len from its teacher, steps from
+# --epoch, a local --ptrain_ver made absolute).
+IGNORED_WHEN_COMPARING = {"resume", "overwrite", "log_step", "ckpt_step", "device_id",
+                          "tdevice_id", "gate_device_id", "data_dir", "exp_dir", "command",
+                          "eval_during_training", "eval_batch_size", "keep_checkpoints", "tf32",
+                          "compile", "method", "world_size", "ptrain_ver"}
+
+
+@cache
+def parser_of(script: str):
+    return SCRIPTS[script][0]()
+
+
+def takes(script: str, key: str) -> bool:
+    return f"--{key}" in parser_of(script)._option_string_actions
+
+
+def to_argv(flags: dict) -> list[str]:
+    """{'lr': 1e-4, 'dynamic_padding': True, 'overwrite': False} -> --lr 0.0001 --dynamic_padding"""
+    argv = []
+    for key, value in flags.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is not False:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+@dataclass
+class Run:
+    number: str                 # "3", or "5.t2" for trial 2 of the search in run 5
+    script: str
+    flags: dict                 # flag -> value, in the order the command shows them
+    gpus: int = 1
+    search: dict | None = None  # the [run.search] table
+    settings: dict = field(default_factory=dict)  # the flags as the script's parser reads them
+    needs: list = field(default_factory=list)     # numbers of the runs it waits for
+
+    @property
+    def kind(self) -> str:
+        return SCRIPTS[self.script][1]
+
+    @property
+    def experiment(self) -> str:
+        return str(self.flags.get("experiment", "?"))
+
+    @property
+    def label(self) -> str:
+        return f"run {self.number} ({self.script} --experiment {self.experiment})"
+
+    def argv(self) -> list[str]:
+        return to_argv(self.flags)
+
+    def command(self) -> str:
+        import shlex
+        return "python " + " ".join(shlex.quote(part) for part in [self.script, *self.argv()])
+
+    # ---- the experiment it writes or reads ---------------------------------------------
+    def folder(self) -> Path:
+        """The experiment folder it trains, evaluates or predicts with."""
+        s = self.settings
+        task = s.get("task")
+        if task is None:  # (an evaluation left to find its experiment's task)
+            found = sorted(Path(s["exp_dir"]).glob(f"{s['experiment']}_{s['model']}_*/config.json"))
+            return found[0].parent if len(found) == 1 else Path(s["exp_dir"]) / "?"
+        return Path(s["exp_dir"]) / f"{s['experiment']}_{s['model']}_{get_task(task).trained_as}"
+
+    def writes(self) -> tuple | None:
+        """(exp_dir, experiment, model, task) of the experiment a training run makes."""
+        if self.kind != "train" or self.search is not None:
+            return None
+        s = self.settings
+        return (Path(s["exp_dir"]).resolve(), s["experiment"], s["model"], s["task"])
+
+    def reads(self) -> list[tuple]:
+        """The experiments this run needs: a student's teacher, an evaluation's experiment
+        (task None: any task)."""
+        s = self.settings
+        exp_dir = Path(s["exp_dir"]).resolve()
+        if self.kind == "train":
+            return ([(exp_dir, s["teacher_exp"], s["tmodel"], s["task"])]
+                    if "teacher_exp" in s else [])
+        task = s.get("task")
+        return [(exp_dir, s["experiment"], s["model"],
+                 None if task is None else get_task(task).trained_as)]
+
+
+@dataclass
+class Plan:
+    path: Path
+    runs: list
+    exp_dir: Path
+    baseline: str | None = None
+
+    def run(self, number: str) -> Run:
+        return next(run for run in self.runs if run.number == number)
+
+
+# ---- reading --------------------------------------------------------------------------
+
+def load(path, overrides: dict | None = None) -> Plan:
+    """Read, expand and check a plan; a mistake anywhere is one UserError naming the run."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"plan {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read plan {path} ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path} is not valid TOML: {error}") from None
+    unknown = set(document) - {"defaults", "run", "sweep"}
+    if unknown:
+        raise UserError(f"{path}: unknown table {sorted(unknown)[0]!r}; a plan has [defaults], "
+                        "[sweep] and [[run]] tables")
+    defaults = dict(document.get("defaults", {}))
+    tables = document.get("run", [])
+    if not isinstance(tables, list) or not tables:
+        raise UserError(f"{path} has no [[run]] table: add one per command to run")
+    sweep = document.get("sweep", {})
+    overrides = overrides or {}
+    defaults |= overrides
+    runs = []
+    for position, table in enumerate(tables, 1):
+        runs += _expand(path, position, dict(table), defaults, overrides, start=len(runs))
+    for unused in set(defaults) - {key for run in runs for key in run.flags}:
+        if not any(takes(run.script, unused) for run in runs):
+            raise UserError(f"{path}: [defaults] {unused} is a flag of none of the plan's "
+                            "scripts; remove it or fix its name")
+    for run in runs:
+        run.settings = _check(path, run)
+    exp_dirs = {Path(run.settings["exp_dir"]).resolve() for run in runs}
+    if len(exp_dirs) > 1:
+        raise UserError(f"{path}: the runs use several exp_dir folders ({', '.join(map(str, sorted(exp_dirs)))}); "
+                        "a sweep keeps its experiments, logs and report in one: set exp_dir in "
+                        "[defaults] only")
+    _link(path, runs)
+    return Plan(path, runs, Path(runs[0].settings["exp_dir"]), sweep.get("baseline"))
+
+
+def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: dict,
+            start: int) -> list:
+    where = f"{path}: [[run]] number {position}"
+    script = table.pop("script", None)
+    if script not in SCRIPTS:
+        raise UserError(f"{where}: script = {script!r} is not one of {', '.join(SCRIPTS)}")
+    gpus = table.pop("gpus", 1)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+        raise UserError(f"{where}: gpus = {gpus!r} must be a positive integer")
+    search = table.pop("search", None)
+    if search is not None and not isinstance(search, dict):
+        raise UserError(f"{where}: search must be a table ([run.search])")
+    for key, value in table.items():
+        if key.startswith("-"):
+            raise UserError(f"{where}: write flags without the leading dashes ({key.lstrip('-')} = ...)")
+        if isinstance(value, dict):
+            raise UserError(f"{where}: {key} is a table; a flag's value is a number, a string, "
+                            "true / false or a list of those")
+        if not takes(script, key):
+            close = [name for name in parser_of(script)._option_string_actions
+                     if name.startswith("--")]
+            import difflib
+            hint = difflib.get_close_matches(f"--{key}", close, n=1, cutoff=0.6)
+            raise UserError(f"{where} ({script}): no flag --{key}"
+                            + (f"; did you mean {hint[0][2:]}?" if hint else ""))
+    flags = table | {key: value for key, value in overrides.items() if key in table}
+    flags |= {key: value for key, value in defaults.items()
+              if key not in flags and takes(script, key)}
+    if "experiment" in flags:  # first in the command, as people write them
+        flags = {"experiment": flags.pop("experiment")} | flags
+    grid = [key for key, value in flags.items() if isinstance(value, list)]
+    if search is not None and grid:
+        raise UserError(f"{where}: a run with [run.search] cannot also list values "
+                        f"({', '.join(grid)}): search them, or make one run per value")
+    runs = []
+    for values in itertools.product(*(flags[key] for key in grid)):
+        chosen = flags | dict(zip(grid, values))
+        if search is None:
+            chosen = fill_placeholders(chosen, f"{where}")
+        runs.append(Run(str(start + len(runs) + 1), script, chosen, gpus, search))
+    return runs
+
+
+def fill_placeholders(flags: dict, where: str) -> dict:
+    """{name} in a string value -> that flag's value ("LAD_mu{mu}_s{seed}" -> LAD_mu500_s1)."""
+    filled = {}
+    for key, value in flags.items():
+        if isinstance(value, str) and "{" in value:
+            try:
+                value = value.format_map({k: v for k, v in flags.items()})
+            except KeyError as error:
+                raise UserError(f"{where}: {key} = {value!r} names {{{error.args[0]}}}, which is "
+                                "not a flag of this run") from None
+            except (ValueError, IndexError) as error:
+                raise UserError(f"{where}: {key} = {value!r} is not a valid pattern ({error})") from None
+        filled[key] = value
+    return filled
+
+
+def _check(path: Path, run: Run) -> dict:
+    """The script's own parser on the run's flags: its message, naming the run, on a mistake."""
+    parser = parser_of(run.script)
+    flags = run.flags
+    if run.search is not None:  # a trial's flags: the space's first value for each
+        flags = fill_placeholders(flags | {key: value for key, value in
+                                           example_values(path, run).items()}, run.label)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return vars(parser.parse_args(to_argv(flags)))
+    except SystemExit:
+        message = captured.getvalue().strip().splitlines()
+        text = message[-1] if message else "its flags are refused"
+        text = re.sub(r"^error: ", "", text)
+        text = re.sub(r" \(see .* --help\)$", f" (see python {run.script} --help)", text)
+        raise UserError(f"{path}: {run.label}: {text}") from None
+
+
+def _link(path: Path, runs: list) -> None:
+    """Each run waits for the runs that train the experiments it reads; two runs training
+    one experiment are refused."""
+    writers = {}
+    for run in runs:
+        key = run.writes()
+        if key is None:
+            continue
+        if key in writers:
+            raise UserError(f"{path}: {writers[key].label} and {run.label} both train "
+                            f"{key[1]}_{key[2]}_{key[3]}: give them different experiment names "
+                            "(e.g. experiment = \"NAME_s{seed}\")")
+        writers[key] = run
+    for run in runs:
+        for exp_dir, experiment, model, task in run.reads():
+            for (d, e, m, t), writer in writers.items():
+                if (d, e, m) == (exp_dir, experiment, model) and task in (None, t) and writer is not run:
+                    run.needs.append(writer.number)
+                    _check_teacher_step(path, run, writer)
+
+
+def _check_teacher_step(path: Path, student: Run, teacher: Run) -> None:
+    tckpt, total = student.settings.get("tckpt"), teacher.settings.get("total_step")
+    if student.kind != "train" or tckpt is None or total is None:
+        return
+    every = teacher.settings.get("ckpt_step")
+    if tckpt > total or (tckpt != total and every and tckpt % every):
+        raise UserError(f"{path}: {student.label} reads teacher checkpoint --tckpt {tckpt}, which "
+                        f"{teacher.label} never saves (it saves every {every} steps up to "
+                        f"{total}): use one of those steps")
+
+
+# ---- searches -------------------------------------------------------------------------
+
+SPACE = re.compile(r"^(log|int|float):([^:]+):([^:]+)$")
+
+
+def space(path, run: Run) -> dict:
+    """The [run.search] space: flag -> optuna distribution (`trials` and `pruner` apart)."""
+    import optuna
+    distributions = {}
+    for key, value in run.search.items():
+        if key in ("trials", "pruner"):
+            continue
+        if not takes(run.script, key):
+            raise UserError(f"{path}: {run.label}: [run.search] {key} is not a flag of {run.script}")
+        if isinstance(value, list) and value:
+            distributions[key] = optuna.distributions.CategoricalDistribution(value)
+            continue
+        match = SPACE.match(str(value))
+        try:
+            kind, low, high = match.groups()
+            if kind == "int":
+                distributions[key] = optuna.distributions.IntDistribution(int(low), int(high))
+            else:
+                distributions[key] = optuna.distributions.FloatDistribution(
+                    float(low), float(high), log=kind == "log")
+        except (AttributeError, ValueError):
+            raise UserError(f"{path}: {run.label}: [run.search] {key} = {value!r}: write "
+                            "\"log:LOW:HIGH\", \"float:LOW:HIGH\", \"int:LOW:HIGH\" or a list of "
+                            "choices (LOW < HIGH, LOW > 0 for log)") from None
+    trials = run.search.get("trials")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise UserError(f"{path}: {run.label}: [run.search] needs trials = N (a positive integer)")
+    if run.search.get("pruner", "median") not in ("median", "none"):
+        raise UserError(f"{path}: {run.label}: [run.search] pruner must be \"median\" or \"none\"")
+    if not distributions:
+        raise UserError(f"{path}: {run.label}: [run.search] names no flag to search")
+    return distributions
+
+
+def example_values(path, run: Run) -> dict:
+    """A point of the search space (each low end, the first choice), to check the flags."""
+    values = {}
+    for key, distribution in space(path, run).items():
+        values[key] = (distribution.choices[0] if hasattr(distribution, "choices")
+                       else distribution.low)
+    return values
+
+
+def trial_run(search: Run, k: int, params: dict) -> Run:
+    """Trial k of a search: the run's flags with the trial's values, experiment <name>_t<k>."""
+    flags = fill_placeholders(search.flags | params, search.label)
+    flags["experiment"] = f"{flags['experiment']}_t{k}"
+    trial = Run(f"{search.number}.t{k}", search.script, flags, search.gpus, None,
+                needs=list(search.needs))
+    trial.settings = vars(parser_of(search.script).parse_args(trial.argv()))
+    return trial
+
+
+# ---- the state of a run's experiment ----------------------------------------------------
+
+def locked(folder: Path) -> bool:
+    """Whether a process is training into `folder` now (its flock is held)."""
+    try:
+        fd = os.open(folder / ".lock", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (closing releases a lock this call took)
+
+
+def state(run: Run) -> tuple[str, str]:
+    """(state, why): 'done' (skip it), 'resume' (killed: continue it), 'new', 'elsewhere'
+    (another process trains it now) or 'conflict' (why says what differs)."""
+    folder = run.folder()
+    config = _config(folder)
+    if run.kind == "train":
+        if locked(folder):
+            return "elsewhere", f"{folder} is being trained by another process"
+        if config is None:
+            return "new", ""
+        differences = _differences(run.settings, config)
+        if differences:
+            if run.settings.get("overwrite"):
+                return "new", f"{folder} was trained with other settings; --overwrite replaces it"
+            return "conflict", (f"{folder} exists with other settings ({'; '.join(differences)}): "
+                                "give the run another experiment name, or add overwrite = true "
+                                "to replace it")
+        total = config.get("total_step")
+        steps = _steps(folder)
+        splits = config.get("eval_during_training") or []
+        if total in steps and all(_scored(folder, split, total, config.get("amp", "fp32"))
+                                  for split in splits):
+            return "done", f"{folder} has its last checkpoint (step {total})"
+        return "resume", f"{folder} stopped at step {max(steps, default=0)} of {total}"
+    if config is None:
+        return "new", ""
+    steps = _steps(folder)
+    amp = run.settings.get("amp", "fp32")
+    if run.kind == "eval":
+        wanted = steps if run.settings.get("ckpt") in (None, "best") else [run.settings["ckpt"]]
+        if wanted and all(_scored(folder, run.settings["dataset"], step, amp) for step in wanted):
+            return "done", f"{folder} has scores of every checkpoint on {run.settings['dataset']}"
+        return "new", ""
+    step = run.settings.get("ckpt")
+    if step == "best":
+        from fine_tune.results import best_checkpoint
+        best = best_checkpoint(folder, get_task(run.settings["task"]))
+        step = best.step if best is not None else None
+    task = get_task(run.settings["task"])
+    name = task.submissions.get(run.settings["dataset"])
+    if step is not None and name and (folder / "predictions" / str(step) / name).is_file():
+        return "done", f"{folder}/predictions/{step}/{name} exists"
+    return "new", ""
+
+
+def _config(folder: Path) -> dict | None:
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _steps(folder: Path) -> list[int]:
+    from fine_tune.experiment import CHECKPOINT
+    return sorted(int(m.group(1)) for p in folder.glob("model-*.pt") if (m := CHECKPOINT.match(p.name)))
+
+
+def _scored(folder: Path, split: str, step: int, amp: str) -> bool:
+    path = folder / f"results_{split}.csv"
+    try:
+        import pandas as pd
+        table = pd.read_csv(path)
+    except (OSError, ValueError):
+        return False
+    rows = table.loc[table["step"] == step] if "step" in table.columns else table.iloc[:0]
+    return bool(len(rows)) and ("amp" not in rows.columns or amp in set(rows["amp"].astype(str)))
+
+
+def _differences(planned: dict, config: dict) -> list[str]:
+    """Flags the plan sets otherwise than the experiment's config.json (None: derived by
+    the script, not compared)."""
+    from fine_tune.experiment import _jsonable
+    differences = []
+    for key, value in sorted(planned.items()):
+        if key in IGNORED_WHEN_COMPARING or value is None or key not in config:
+            continue
+        if key in ("total_step", "warmup_step", "gate_total_step", "gate_warmup_step") and \
+                planned.get(key.replace("total_step", "epoch").replace("warmup_step", "warmup_rate")) is not None:
+            continue
+        if _jsonable(value) != config[key]:
+            differences.append(f"--{key} {config[key]!r} there, {value!r} planned")
+    return differences
