@@ -27,12 +27,12 @@ class HighwayGate(nn.Module):
     def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         z = torch.sigmoid(self.linear(previous))
         # How much of the new layer the gate lets in, and how unevenly: z's mean and
-        # (population) standard deviation over batch, tokens (padding included, as the
-        # gate sees it) and width, in one fp32 reduction (std_mean: one pass, no
-        # cancellation), left on the device for the training log. A mean near 0.5 with a
-        # small std is a gate that mixes evenly; with a large one, a gate that passes
-        # some units and tokens and blocks others.
-        self.std_z, self.mean_z = torch.std_mean(z.detach().float(), correction=0)
+        # (population) variance over batch, tokens (padding included, as the gate sees
+        # it) and width, in one fp32 reduction (var_mean: one pass, no cancellation),
+        # left on the device for the training log. A mean near 0.5 with a small std is a
+        # gate that mixes evenly; with a large one, a gate that passes some units and
+        # tokens and blocks others.
+        self.var_z, self.mean_z = torch.var_mean(z.detach().float(), correction=0)
         # z * H + (1 - z) * A_prev, as A_prev + z * (H - A_prev): two ops instead of four.
         return self.norm(torch.addcmul(previous, z, current - previous))
 
@@ -153,15 +153,31 @@ class GatedObjective(DistillationObjective):
         return [list(gate.parameters()) for gate in self.gates]
 
     def statistics(self) -> dict:
-        """Every gate's mean z in the last forward and z's standard deviation in it (over
-        batch, tokens and width), as two fp32 vectors (one op each to gather). The trainer
-        averages both over micro-batches, steps and ranks alike: the logged std is the
-        mean of each forward pass's std, not the std over the whole --log_step interval
-        (which would add the drift of the mean between steps)."""
+        """Every gate's mean z in the last forward (over batch, tokens and width) and the
+        mean of (z - 1/2)^2, its variance plus (mean - 1/2)^2, as two fp32 vectors. Both
+        are means over the forward's rows, so the trainer's averages over micro-batches
+        and ranks give the step's values over its whole batch, from which
+        `interval_statistics` takes the step's variance (centred on 1/2, the sigmoid's
+        middle, so that a mean near 0.5 leaves no cancellation in fp32)."""
         if not len(self.gates) or not hasattr(self.gates[0], "mean_z"):
             return {}
-        return {"gate_z": torch.stack([gate.mean_z for gate in self.gates]),
-                "gate_z_std": torch.stack([gate.std_z for gate in self.gates])}
+        mean = torch.stack([gate.mean_z for gate in self.gates])
+        centred = mean - 0.5
+        return {"gate_z": mean,
+                "gate_z_square": torch.addcmul(torch.stack([gate.var_z for gate in self.gates]),
+                                               centred, centred)}
+
+    def interval_statistics(self, steps: dict) -> dict:
+        """gate_z: each gate's mean z over the interval's steps; gate_z_std: the standard
+        deviation of z within each step (over its whole batch, tokens and width: the same
+        under --accum_step and torchrun as in one forward), averaged over the steps. Not
+        the std over the whole interval, which would add the drift of the mean from step
+        to step."""
+        if "gate_z" not in steps:
+            return {}
+        mean, square = steps["gate_z"], steps["gate_z_square"]
+        variance = (square - (mean - 0.5) ** 2).clamp(min=0)  # (steps, gates)
+        return {"gate_z": mean.mean(0), "gate_z_std": variance.sqrt().mean(0)}
 
     def name_statistics(self, values: dict) -> dict:
         """gate_z/H_i and gate_z_std/H_i for each gate, each mean beside its std."""

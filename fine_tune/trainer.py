@@ -47,12 +47,19 @@ class Objective(nn.Module):
 
     def statistics(self) -> dict:
         """Values to watch that are not losses, from the last forward: {tag: detached
-        tensor on the device, a scalar or a vector}, averaged and logged with the loss
-        terms (LAD: one vector of every gate's mean z, one of z's standard deviation).
-        Each is averaged linearly (over micro-batches by rows, over the --log_step steps,
-        over ranks): a nonlinear statistic such as a std is logged as the mean of the
-        values each forward gave."""
+        tensor on the device, a scalar or a vector}, logged with the loss terms (LAD: one
+        vector of every gate's mean z, one of the mean of (z - 1/2)^2). Each must be a
+        mean over the forward's rows: the trainer averages it over the micro-batches by
+        rows and over the ranks, which gives the step's value over its whole batch, and
+        keeps one value per step until --log_step."""
         return {}
+
+    def interval_statistics(self, steps: dict) -> dict:
+        """{tag: tensor} to log from `steps` ({tag: tensor of the interval's steps by the
+        statistic's shape}, each row a step's value over its whole batch): by default the
+        mean over the steps; LAD first turns each step's two means into the step's
+        standard deviation of z."""
+        return {tag: values.mean(0) for tag, values in steps.items()}
 
     def name_statistics(self, values: dict) -> dict:
         """{logged name: number} from `statistics()`'s tags and averaged values (floats,
@@ -763,17 +770,19 @@ def train(run: TrainingRun) -> None:
         run.teacher.eval()
 
     total_step = args.total_step
-    # Loss terms and statistics since the last log, summed on the device: no host
-    # synchronisation inside a step.
+    # Loss terms since the last log, summed on the device, and each step's statistics,
+    # kept on the device (a few numbers a step): no host synchronisation inside a step.
     # (Each a few vector ops per step, whatever the number of terms.)
-    sums, statistics, summed_steps = None, {}, 0
+    sums, steps_statistics, summed_steps = None, [], 0
     guard = NonFiniteGuard()
     log = TrainingLog(experiment, start, total_step)
     step = start
     try:
         for step in range(start + 1, total_step + 1):
             rows = order.next_batch()
+            statistics = {}
             terms = training_step(run, groups, rows, args.accum_step, statistics)
+            steps_statistics.append(statistics)
             log.step(len(rows))
             guard.update(terms, groups, step)
             values = torch.stack(list(terms.values()))
@@ -784,12 +793,17 @@ def train(run: TrainingRun) -> None:
             if step % args.log_step == 0 or last:
                 # Host synchronisation happens only here and at checkpoints.
                 guard.check(experiment)
-                # (under torchrun: averaged over the ranks in one all-reduce)
-                averaged = distributed.mean_over_ranks({"terms": sums} | statistics)
+                # Each statistic as one tensor of the interval's steps (under torchrun:
+                # averaged over the ranks with the losses in one all-reduce, so each row
+                # is the step's value over the global batch).
+                per_step = {tag: torch.stack([s[tag] for s in steps_statistics])
+                            for tag in steps_statistics[0]}
+                averaged = distributed.mean_over_ranks({"terms": sums} | per_step)
                 means = dict(zip(terms, (averaged.pop("terms") / summed_steps).tolist()))
                 watched = run.objective.name_statistics(
-                    {tag: (value / summed_steps).tolist() for tag, value in averaged.items()})
-                sums, statistics, summed_steps = None, {}, 0
+                    {tag: value.tolist()
+                     for tag, value in run.objective.interval_statistics(averaged).items()})
+                sums, steps_statistics, summed_steps = None, [], 0
                 distributed.agreed(lambda: log.write(step, means, groups, watched), main_only=True)
             if step % args.ckpt_step == 0 or last:
                 guard.check(experiment)  # never save a diverged model

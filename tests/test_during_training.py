@@ -83,8 +83,10 @@ def test_gate_statistics_are_each_gates_mean_and_std_of_z():
         teacher = [torch.randn(3, 5, 8) for _ in range(6)]
         objective.hidden_terms([torch.randn(3, 5, 8) for _ in range(3)], teacher)
         vectors = objective.statistics()  # one vector per tag, named when logged
+        assert set(vectors) == {"gate_z", "gate_z_square"}
         assert all(v.shape == (len(names),) and v.dtype == torch.float32 for v in vectors.values())
-        statistics = objective.name_statistics({tag: v.tolist() for tag, v in vectors.items()})
+        logged = objective.interval_statistics({tag: v[None] for tag, v in vectors.items()})  # 1 step
+        statistics = objective.name_statistics({tag: v.tolist() for tag, v in logged.items()})
         assert list(statistics) == [f"{tag}/{name}" for name in names
                                     for tag in ("gate_z", "gate_z_std")]  # each mean beside its std
         # By hand: gate g's z = sigmoid(W x + b) on its "previous" input.
@@ -106,8 +108,8 @@ def test_gate_statistics_are_each_gates_mean_and_std_of_z():
 
 def test_logged_gate_spread_is_the_hand_computed_std_of_z(workdir, monkeypatch):
     """train_log.csv's gate_z_std/H_i (and gate_z/H_i) for a LAD run with --accum_step 2 and
-    a last --log_step interval of one step: each forward's population std of z over batch,
-    tokens and width, averaged over the micro-batches by rows and over the interval's steps,
+    a last --log_step interval of one step: each step's population std of z over its whole
+    batch (both micro-batches), tokens and width, averaged over the interval's steps,
     computed by hand from every z the gates produced."""
     from fine_tune.lad import HighwayGate, distil_lad
     from fine_tune.teacher import fine_tune_teacher
@@ -137,12 +139,10 @@ def test_logged_gate_spread_is_the_hand_computed_std_of_z(workdir, monkeypatch):
         assert len(zs) == 5 * 2  # 5 steps of 2 micro-batches
         per_step = {"gate_z": [], "gate_z_std": []}
         for step in range(5):
-            micro = zs[2 * step:2 * step + 2]
-            rows = sum(len(z) for z in micro)
-            means = [z.sum() / z.numel() for z in micro]
-            stds = [(((z - m) ** 2).sum() / z.numel()).sqrt() for z, m in zip(micro, means)]
-            per_step["gate_z"].append(sum(m * len(z) / rows for m, z in zip(means, micro)))
-            per_step["gate_z_std"].append(sum(s * len(z) / rows for s, z in zip(stds, micro)))
+            z = torch.cat(zs[2 * step:2 * step + 2])  # the step's batch: its 2 micro-batches
+            mean = z.sum() / z.numel()
+            per_step["gate_z"].append(mean)
+            per_step["gate_z_std"].append((((z - mean) ** 2).sum() / z.numel()).sqrt())
         for tag, values in per_step.items():
             expected = [(values[0] + values[1]) / 2, (values[2] + values[3]) / 2, values[4]]
             assert log[f"{tag}/{name}"].tolist() == pytest.approx([v.item() for v in expected],

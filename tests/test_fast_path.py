@@ -112,7 +112,7 @@ def test_a_bf16_lad_step_still_trains_and_logs(workdir):
     terms = training_step(run, groups, torch.arange(8), 2, statistics)
     assert all(torch.isfinite(t) for t in terms.values())
     assert all(statistics[tag].shape == (3,) and statistics[tag].dtype == torch.float32
-               for tag in ("gate_z", "gate_z_std"))
+               for tag in ("gate_z", "gate_z_square"))
     assert any(not torch.equal(a, b) for a, b in zip(before, run.objective.parameters()))
 
 
