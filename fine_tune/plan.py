@@ -172,10 +172,10 @@ def load(path, overrides: dict | None = None) -> Plan:
     runs = []
     for position, table in enumerate(tables, 1):
         runs += _expand(path, position, dict(table), defaults, overrides, start=len(runs))
-    for unused in set(defaults) - {key for run in runs for key in run.flags}:
-        if not any(takes(run.script, unused) for run in runs):
-            raise UserError(f"{path}: [defaults] {unused} is a flag of none of the plan's "
-                            "scripts; remove it or fix its name")
+    for key in defaults:  # (a default some scripts lack is fine; one no script takes, a typo)
+        if not any(takes(script, key) for script in SCRIPTS):
+            raise UserError(f"{path}: [defaults] {key} is a flag of none of the entry scripts; "
+                            "remove it or fix its name")
     for run in runs:
         run.settings = _check(path, run)
     exp_dirs = {Path(run.settings["exp_dir"]).resolve() for run in runs}

@@ -65,6 +65,7 @@ class Launch:
     log: Path
     handle: object = None
     slot: tuple = ()
+    error: str = ""        # why the executor says it failed, when the log cannot
     started: float = field(default_factory=time.time)
 
 
@@ -176,6 +177,10 @@ class SubmititExecutor:
 
     def __init__(self, folder: Path, cluster: str, args):
         import submitit
+        # The job unpickles a fine_tune.sweep.Command: it must import this project wherever
+        # it starts (the environment travels with the job, on Slurm as locally).
+        paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.cluster = cluster
         self.waits_for_dependencies = cluster != "slurm"  # Slurm holds a job (afterok)
         self.executor = submitit.AutoExecutor(folder=folder / "submitit", cluster=cluster)
@@ -225,7 +230,9 @@ class SubmititExecutor:
         try:
             job.result()
             return 0
-        except Exception:  # the job's error is in its log
+        except Exception as error:  # the command's own error is in the run's log
+            launch.error = str(error).strip().splitlines()[-1][:300] if str(error).strip() else \
+                type(error).__name__
             return 1
 
     def stop(self, launch: Launch) -> None:
@@ -260,7 +267,8 @@ class Sweep:
         for number in run.needs:
             outcome = self.outcomes.get(number)
             if outcome is not None and outcome.status in ("failed", "skipped", "conflict"):
-                return self.plan.run(number).label
+                return (f"{self.plan.run(number).label} "
+                        f"{'did not run' if outcome.status == 'skipped' else 'failed'}")
         return None
 
     def ready(self, run: plans.Run) -> bool:
@@ -338,7 +346,7 @@ class Sweep:
                 self.waiting.append(launch.run)
                 continue
             else:
-                self.finish(launch.run, "failed", seconds, note=f"exit {code}: {last_line(launch.log)}",
+                self.finish(launch.run, "failed", seconds, note=f"exit {code}: {last_line(launch.log) or launch.error}",
                             log=launch.log)
             if search is not None:
                 search.told(launch, code)
@@ -357,7 +365,7 @@ class Sweep:
                 blocker = self.blocked_by(run)
                 if blocker:
                     self.waiting.remove(run)
-                    self.finish(run, "skipped", note=f"{blocker} failed")
+                    self.finish(run, "skipped", note=blocker)
                     continue
                 if not self.ready(run):
                     continue

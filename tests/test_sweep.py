@@ -1,0 +1,270 @@
+"""python -m fine_tune.sweep: plans run in order, resumably, through every executor."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from fine_tune import plan as plans
+from fine_tune.errors import UserError
+from fine_tune.sweep import build_parser, sweep
+
+# A tiny teacher (the fixture's 4-layer, 32-wide BERT) and 2-layer students.
+DEFAULTS = """
+[defaults]
+task = "mnli"
+device_id = -1
+max_seq_len = 32
+batch_size = 16
+total_step = 6
+warmup_step = 1
+ckpt_step = 3
+log_step = 3
+lr = 5e-4
+eval_during_training = "dev_matched"
+eval_batch_size = 64
+teacher_exp = "teacher"
+tckpt = 6
+num_hidden_layers = 2
+d_model = 32
+d_ff = 64
+num_attention_heads = 2
+gate_lr = 1e-4
+
+[[run]]
+script = "run_fine_tune.py"
+experiment = "teacher"
+ptrain_ver = "tiny-bert"
+"""
+
+PLAN = DEFAULTS + """
+[[run]]
+script = "run_lad_distil.py"
+experiment = "LAD_s{seed}"
+seed = [1, 2]
+
+[[run]]
+script = "run_pkd_distill.py"
+experiment = "PKD_s{seed}"
+seed = [1, 2]
+
+[[run]]
+script = "run_fine_tune_eval.py"
+experiment = "teacher"
+dataset = "dev_mismatched"
+
+[[run]]
+script = "generate_test_prediction.py"
+experiment = "LAD_s1"
+dataset = "test_matched"
+ckpt = "best"
+"""
+
+
+def write_plan(folder: Path, text: str, name: str = "plan.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def run_sweep(workdir, monkeypatch, *argv):
+    monkeypatch.chdir(workdir)
+    return sweep(build_parser().parse_args([str(a) for a in argv]))
+
+
+def sweep_process(workdir, *argv) -> subprocess.Popen:
+    """The sweep as a user starts it, in its own process group (to kill it and its runs)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "fine_tune.sweep", *map(str, argv)], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended before {path} appeared:\n{process.stdout.read()}")
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def start_lines(log: Path) -> list[str]:
+    """The commands a run's log records, one per start."""
+    return [line for line in log.read_text().splitlines() if "] $ " in line]
+
+
+def test_plan_runs_in_order_with_results_and_a_second_run_does_nothing(workdir, monkeypatch, capsys):
+    plan = write_plan(workdir, PLAN)
+    run_sweep(workdir, monkeypatch, plan, "--cpus", "2")
+    exp = workdir / "exp"
+    teacher = exp / "teacher_bert_mnli"
+    for name in ("teacher", "LAD_s1", "LAD_s2", "PKD_s1", "PKD_s2"):
+        folder = exp / f"{name}_bert_mnli"
+        assert (folder / "model-6.pt").is_file(), name
+        assert list(pd_read(folder / "results_dev_matched.csv")["step"]) == [3, 6]
+        config = json.loads((folder / "config.json").read_text())
+        if name != "teacher":  # each student started after its teacher's last checkpoint
+            assert config["seed"] == int(name[-1])
+            assert (folder / "config.json").stat().st_mtime >= (teacher / "model-6.pt").stat().st_mtime
+    assert list(pd_read(teacher / "results_dev_mismatched.csv")["step"]) == [3, 6]
+    predictions = list((exp / "LAD_s1_bert_mnli" / "predictions").glob("*/MNLI-m.tsv"))
+    assert len(predictions) == 1
+    report = (exp / "plan" / "report.md").read_text()
+    assert "LAD_s1_bert_mnli" in report and "PKD_s2_bert_mnli" in report
+    runs = pd_read(exp / "plan" / "runs.csv")
+    assert list(runs["status"]) == ["trained"] * 5 + ["ran"] * 2
+    logs = {path: path.read_text() for path in (exp / "plan" / "logs").iterdir()}
+    assert len(logs) == 7
+
+    capsys.readouterr()
+    started = time.time()
+    run_sweep(workdir, monkeypatch, plan, "--cpus", "2")
+    assert time.time() - started < 20  # nothing starts: no process, no torch
+    assert set(pd_read(exp / "plan" / "runs.csv")["status"]) == {"done"}
+    assert {path: path.read_text() for path in (exp / "plan" / "logs").iterdir()} == logs
+    assert "skip" in capsys.readouterr().out
+
+
+def pd_read(path):
+    import pandas as pd
+    return pd.read_csv(path)
+
+
+def test_a_killed_sweep_resumes_its_run_to_the_same_weights(workdir):
+    plan = write_plan(workdir, DEFAULTS.replace("total_step = 6", "total_step = 120")
+                      .replace("ckpt_step = 3", "ckpt_step = 20")
+                      .replace('eval_during_training = "dev_matched"', ""))
+    killed = sweep_process(workdir, plan)
+    folder = workdir / "exp" / "teacher_bert_mnli"
+    wait_for(folder / "model-20.pt", killed)
+    kill_group(killed)
+    assert not (folder / "model-120.pt").exists()
+    again = sweep_process(workdir, plan)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert "resume" in output
+    log = next((workdir / "exp" / "plan" / "logs").glob("1_teacher_*.log"))
+    assert "--resume" not in start_lines(log)[0] and "--resume" in start_lines(log)[1]
+
+    whole = sweep_process(workdir, plan, "--set", "exp_dir=exp_whole")
+    output, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, output
+    resumed = torch.load(folder / "model-120.pt")
+    uninterrupted = torch.load(workdir / "exp_whole" / "teacher_bert_mnli" / "model-120.pt")
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+def test_a_bad_flag_in_a_late_run_is_refused_before_anything_trains(workdir, monkeypatch):
+    plan = write_plan(workdir, PLAN + """
+[[run]]
+script = "run_alp_distil.py"
+experiment = "ALP"
+alp_exp = "alp-kd-sideways"
+""")
+    with pytest.raises(UserError, match=r"run 8 \(run_alp_distil.py --experiment ALP\): "
+                                        r"argument --alp_exp: invalid choice"):
+        plans.load(plan)
+    # the real command: one line, exit 2, nothing written
+    result = subprocess.run([sys.executable, "-m", "fine_tune.sweep", str(plan)], cwd=workdir,
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "run 8" in result.stderr, result.stderr
+    assert not (workdir / "exp").exists()
+    # a flag the script does not take, a placeholder naming nothing, an unknown script
+    for run, message in (('script = "run_lad_distil.py"\nexperiment = "X"\nlr_gate = 1',
+                          "no flag --lr_gate; did you mean gate_lr"),
+                         ('script = "run_lad_distil.py"\nexperiment = "X_{mu2}"',
+                          r"names \{mu2\}"),
+                         ('script = "run.py"', "is not one of")):
+        with pytest.raises(UserError, match=message):
+            plans.load(write_plan(workdir, DEFAULTS + "[[run]]\n" + run, "other.toml"))
+
+
+def test_two_runs_of_one_experiment_and_an_unsaved_teacher_step_are_refused(workdir):
+    twice = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\nmu = [1, 2]\n'
+    with pytest.raises(UserError, match="both train LAD_bert_mnli"):
+        plans.load(write_plan(workdir, twice))
+    unsaved = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\ntckpt = 4\n'
+    with pytest.raises(UserError, match="--tckpt 4, which run 1 .* never saves"):
+        plans.load(write_plan(workdir, unsaved))
+
+
+def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, capsys):
+    plan = write_plan(workdir, PLAN.replace('ptrain_ver = "tiny-bert"', 'ptrain_ver = "no-such-bert"'))
+    with pytest.raises(UserError, match="1 run failed"):
+        run_sweep(workdir, monkeypatch, plan, "--cpus", "2")
+    runs = pd_read(workdir / "exp" / "plan" / "runs.csv")
+    assert list(runs["status"]) == ["failed"] + ["skipped"] * 6
+    assert all("run 1 (run_fine_tune.py --experiment teacher) failed" in note
+               for note in runs["note"][1:5])
+    out = capsys.readouterr().out
+    assert "SKIPPED" in out and "the last lines of" in out
+    assert not (workdir / "exp" / "LAD_s1_bert_mnli").exists()
+
+
+def test_submitit_local_executor_runs_a_plan_with_a_dependency(workdir, monkeypatch):
+    plan = write_plan(workdir, DEFAULTS + """
+[[run]]
+script = "run_fine_tune_eval.py"
+experiment = "teacher"
+dataset = "dev_mismatched"
+""")
+    run_sweep(workdir, monkeypatch, plan, "--executor", "submitit_local", "--poll", "0.5")
+    runs = pd_read(workdir / "exp" / "plan" / "runs.csv")
+    assert list(runs["status"]) == ["trained", "ran"]
+    teacher = workdir / "exp" / "teacher_bert_mnli"
+    assert list(pd_read(teacher / "results_dev_mismatched.csv")["step"]) == [3, 6]
+    assert (teacher / "results_dev_mismatched.csv").stat().st_mtime >= \
+        (teacher / "model-6.pt").stat().st_mtime
+    assert list((workdir / "exp" / "plan" / "submitit").iterdir())  # submitit's job files
+
+
+SEARCH = DEFAULTS.replace('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "teacher"',
+                          '[[run]]\nscript = "run_fine_tune.py"\nexperiment = "tune"') \
+    .replace("total_step = 6", "total_step = 40").replace("ckpt_step = 3", "ckpt_step = 20") + """
+[run.search]
+trials = 3
+pruner = "none"
+lr = "log:1e-4:1e-3"
+"""
+
+
+def test_a_search_resumes_after_a_kill_without_repeating_finished_trials(workdir):
+    import optuna
+    plan = write_plan(workdir, SEARCH)
+    exp = workdir / "exp"
+    killed = sweep_process(workdir, plan)
+    wait_for(exp / "tune_t1_bert_mnli" / "model-20.pt", killed)  # trial 0 finished, 1 halfway
+    kill_group(killed)
+    again = sweep_process(workdir, plan)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    logs = exp / "plan" / "logs"
+    assert len(start_lines(next(logs.glob("1.t0_*.log")))) == 1  # not repeated
+    trial1 = start_lines(next(logs.glob("1.t1_*.log")))
+    assert len(trial1) == 2 and "--resume" in trial1[1]
+    assert sorted(p.name for p in exp.glob("tune_t*")) == [f"tune_t{k}_bert_mnli" for k in range(3)]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(exp / "plan" / "optuna.log")))
+    trials = optuna.load_study(study_name="tune", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for trial in trials:  # each objective is the trial's best dev accuracy in its store
+        table = pd_read(exp / f"tune_t{trial.number}_bert_mnli" / "results_dev_matched.csv")
+        assert trial.value == pytest.approx(table["accuracy"].max())
+        config = json.loads((exp / f"tune_t{trial.number}_bert_mnli" / "config.json").read_text())
+        assert config["lr"] == pytest.approx(trial.params["lr"])
+    assert "best of 3 trials" in output
