@@ -1,15 +1,22 @@
 """Command-line flag groups, each declared once and shared by the entry scripts.
 
 Defaults are the values of the seed commands in README.md, so a flag left out
-behaves as in the paper's runs. Every flag has a help text; `--help` lists them.
+behaves as in the paper's runs. The training flags whose values depend on the task
+(learning rates, schedule, loss weights) default per --task instead, from the table in
+fine_tune.task_defaults (MNLI's are the seed's); the parsers fill them in as they parse.
+Every flag has a help text; `--help` lists them.
 """
 import argparse
 import difflib
 import importlib
 import sys
+import textwrap
+from pathlib import Path
 
+from fine_tune import task_defaults
 from fine_tune.errors import quiet_process, run_cli
-from fine_tune.glue import LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS, TRAINABLE_TASKS
+from fine_tune.glue import (LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS, TRAINABLE_TASKS,
+                            get_task)
 from fine_tune.settings import Settings
 
 # Nothing here imports torch or transformers: `--help` and flag errors answer at once.
@@ -28,6 +35,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
+    # Functions (parser, namespace) run after parsing: defaults that depend on other flags.
+    resolvers: tuple = ()
+
     def error(self, message):
         """One line naming the bad flag, instead of argparse's usage dump (under torchrun
         every process parses the same flags: rank 0 says it)."""
@@ -51,7 +61,10 @@ class _Parser(argparse.ArgumentParser):
                 if {f"--{prefix}{steps}", f"--{prefix}{other}"} <= given:
                     self.error(f"--{prefix}{steps} and --{prefix}{other} set the same thing: "
                                "pass one of them")
-        return super().parse_known_args(argv, namespace)
+        namespace, extras = super().parse_known_args(argv, namespace)
+        for resolve in self.resolvers:
+            resolve(self, namespace)
+        return namespace, extras
 
 
 def new_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -137,10 +150,14 @@ def add_experiment_args(parser, reads=False, tasks=TRAINABLE_TASKS):
                        help="experiment to read, in <exp_dir>/<experiment>_<model>_<task>/" if reads
                        else "experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
     group.add_argument("--model", default="bert", choices=MODELS, help="model family")
-    group.add_argument("--task", default="mnli", choices=tasks,
+    group.add_argument("--task", default=None if reads else "mnli", choices=tasks,
                        help="GLUE task (README.md, 'Other GLUE tasks', lists each one's files)"
                             + ("; ax is predicted by an MNLI experiment, named by --experiment"
-                               if "ax" in tasks else ""))
+                               if "ax" in tasks else "")
+                            + ("; left out: the task of the one experiment named --experiment "
+                               "under --exp_dir (of those with a split --dataset), mnli when "
+                               "there is none" if reads else "; the defaults marked 'per --task' "
+                               "follow it"))
     group.add_argument("--data_dir", default="data/fine_tune",
                        help="folder holding <TASK>/<split>.tsv (MNLI/train.tsv, ...)")
     group.add_argument("--exp_dir", default="exp", help="folder holding all experiment folders")
@@ -180,13 +197,14 @@ def add_device_arg(group, flag="--device_id", what="the model"):
                             f"(default: {default})")
 
 
-def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None, warmup_step=None):
+def add_optimizer_args(parser, prefix="", what="model"):
     """AdamW, linear warmup/decay and clipping for one group of trainable parameters.
     `prefix` is '' for the model and 'gate_' for LAD's gates, whose schedule defaults
-    to the model's (None here)."""
+    to the model's (None here). The learning rate and the model's schedule default per
+    --task (per_task)."""
     same = " (default: the model's)" if prefix else ""
     group = parser.add_argument_group(f"optimisation of the {what}")
-    group.add_argument(f"--{prefix}lr", type=positive_float, default=lr, help="peak learning rate")
+    group.add_argument(f"--{prefix}lr", type=positive_float, default=None, help="peak learning rate")
     group.add_argument(f"--{prefix}beta1", type=probability, default=0.9, help="AdamW beta1")
     group.add_argument(f"--{prefix}beta2", type=probability, default=0.999, help="AdamW beta2")
     group.add_argument(f"--{prefix}eps", type=positive_float, default=1e-8, help="AdamW epsilon")
@@ -194,9 +212,9 @@ def add_optimizer_args(parser, prefix="", what="model", lr=3e-5, total_step=None
                        help="AdamW decoupled weight decay (not applied to biases and LayerNorm)")
     group.add_argument(f"--{prefix}max_norm", type=positive_float, default=1.0,
                        help="clip the gradient norm to this value")
-    group.add_argument(f"--{prefix}total_step", type=positive_int, default=total_step,
+    group.add_argument(f"--{prefix}total_step", type=positive_int, default=None,
                        help="training steps; the learning rate reaches 0 here" + same)
-    group.add_argument(f"--{prefix}warmup_step", type=non_negative_int, default=warmup_step,
+    group.add_argument(f"--{prefix}warmup_step", type=non_negative_int, default=None,
                        help="steps of linear warmup from 0, then linear decay" + same)
     group.add_argument(f"--{prefix}epoch", type=positive_float, default=None,
                        help=f"instead of --{prefix}total_step, as the authors' per-task scripts: "
@@ -327,42 +345,62 @@ MU_HELP = ("weight of the hidden-state loss, shared by the student's layers (eac
 
 def add_distillation_loss_args(parser, mu_help=MU_HELP):
     group = parser.add_argument_group("distillation loss")
-    group.add_argument("--softmax_temp", type=positive_float, default=10.0,
+    group.add_argument("--softmax_temp", type=positive_float, default=None,
                        help="temperature T of the soft-target KL term (scaled by T^2); unused "
                             "for STS-B, a regression")
-    group.add_argument("--soft_weight", type=non_negative_float, default=0.5,
+    group.add_argument("--soft_weight", type=non_negative_float, default=None,
                        help="weight of KL(teacher/T || student/T) (STS-B: of the MSE between "
                             "the student's and the teacher's scores)")
-    group.add_argument("--hard_weight", type=non_negative_float, default=0.5,
+    group.add_argument("--hard_weight", type=non_negative_float, default=None,
                        help="weight of the cross-entropy with the gold labels (STS-B: of the "
                             "MSE with the gold score)")
-    group.add_argument("--mu", type=non_negative_float, default=500.0, help=mu_help)
+    group.add_argument("--mu", type=non_negative_float, default=None, help=mu_help)
     return group
 
 
-def add_gate_args(parser, lr=5e-7):
-    group = add_optimizer_args(parser, prefix="gate_", what="gates", lr=lr)
+def add_gate_args(parser):
+    group = add_optimizer_args(parser, prefix="gate_", what="gates")
     add_device_arg(group, "--gate_device_id", "the gates")
     return group
 
 
-def student_parser(description: str, gates: bool = False, student_init: bool = True,
+def per_task(parser, script: str):
+    """The flags of task_defaults.PER_TASK that `parser` has default per --task (the row
+    of `script` in task_defaults.DEFAULTS): None until parsed, then filled in from the
+    table for the parsed --task, unless given; --help lists the values per task."""
+    for action in parser._actions:
+        if action.dest in task_defaults.PER_TASK:
+            assert action.default is None, action.dest  # (None: left out)
+            values = task_defaults.describe(script, action.dest)
+            action.help += f" (default per --task: {values})" if values else ""
+    parser.description += "\n\n" + textwrap.fill(
+        "Flags marked 'per --task' default to values for the task: the seed's for MNLI, the "
+        "authors' per-task scripts for QNLI, QQP, SST-2, MRPC and RTE, ours for CoLA, STS-B "
+        "and WNLI (README.md, 'Other GLUE tasks'). A flag given always wins.", 80)
+    parser.resolvers = (*parser.resolvers,
+                        lambda _, namespace: task_defaults.resolve(namespace, script))
+    return parser
+
+
+def student_parser(description: str, script: str, gates: bool = False, student_init: bool = True,
                    mu_help: str = MU_HELP, **seed_values):
     """The flags every distillation script shares; scripts add their method's own.
-    `seed_values` are the script's seed-command values where they differ from LAD's."""
+    `script` names its row of per-task defaults (task_defaults); `seed_values` are the
+    script's seed-command values of other flags where they differ from LAD's."""
     parser = new_parser(description)
     add_experiment_args(parser)
     add_teacher_ref_args(parser)
     add_student_args(parser, student_init)
     add_training_args(parser, ckpt_step=2000, log_step=200)
-    add_optimizer_args(parser, lr=1e-4, total_step=49088, warmup_step=4908)
+    add_optimizer_args(parser)
     if gates:
         add_gate_args(parser)
     add_distillation_loss_args(parser, mu_help=mu_help)
     unknown = set(seed_values) - {action.dest for action in parser._actions}
     assert not unknown, f"no such flags: {unknown}"
+    assert not set(seed_values) & set(task_defaults.PER_TASK), "those are in task_defaults"
     parser.set_defaults(**seed_values)
-    return parser
+    return per_task(parser, script)
 
 
 def add_eval_args(parser, splits, batch_size=512, tasks=TRAINABLE_TASKS):
@@ -384,8 +422,32 @@ def teacher_parser():
     add_experiment_args(parser)
     add_teacher_model_args(parser)
     add_training_args(parser)
-    add_optimizer_args(parser, lr=3e-5, total_step=36816, warmup_step=10000)
-    return parser
+    add_optimizer_args(parser)
+    return per_task(parser, "teacher")
+
+
+def find_task(parser, namespace) -> None:
+    """--task left out of an evaluation or prediction: the task of the one experiment named
+    --experiment (for --model, under --exp_dir); among several, those with a split
+    --dataset (an MNLI experiment's test split 'test' is AX's); still several: one line
+    naming them. None: mnli, whose not-found message then says what was searched (or, for
+    a folder's name such as LAD_bert_rte, that folder's task, whose message names the fix)."""
+    if namespace.task is not None:
+        return
+    tasks = next(action.choices for action in parser._actions if action.dest == "task")
+    folder = Path(namespace.exp_dir)
+    found = [task for task in tasks if (folder / f"{namespace.experiment}_{namespace.model}_"
+                                        f"{get_task(task).trained_as}" / "config.json").is_file()]
+    fitting = [task for task in found if namespace.dataset in get_task(task).files] or found
+    if len(fitting) > 1:
+        named = [task + (f" (its {get_task(task).model_task.upper()} experiment)"
+                         if get_task(task).model_task else "") for task in fitting]
+        with_split = f" (each with a split {namespace.dataset})" if fitting != found else ""
+        parser.error(f"experiment {namespace.experiment!r} exists for tasks {', '.join(named)}"
+                     f"{with_split} under --exp_dir {namespace.exp_dir}: pass --task")
+    folder_name = [task for task in tasks
+                   if namespace.experiment.endswith(f"_{namespace.model}_{task}")]
+    namespace.task = (fitting or folder_name or ["mnli"])[0]
 
 
 def eval_parser():
@@ -402,6 +464,7 @@ def eval_parser():
                             "results_<dataset>.csv, replacing only rows of the same step and "
                             "--amp (default: every checkpoint on disk; rows of pruned "
                             "checkpoints are kept)")
+    parser.resolvers = (find_task,)
     return parser
 
 
@@ -413,6 +476,7 @@ def predict_parser():
                             "the best on the task's dev split, as run_fine_tune_eval.py --ckpt "
                             "best and fine_tune.submit choose it (written to "
                             "predictions/<that step>/)")
+    parser.resolvers = (find_task,)
     return parser
 
 
@@ -420,7 +484,7 @@ def predict_parser():
 def probing_parser():
     parser = student_parser("Partial LAD: gate only the teacher layers named by --gate_indices "
                             "and match the remaining student layers to raw teacher layers.",
-                            gates=True, gate_lr=1e-6, student_init=False)
+                            "probing", gates=True, student_init=False)
     group = parser.add_argument_group("probing")
     group.add_argument("--probing_exp", default="partial_lad", choices=("partial_lad",),
                        help="probing experiment to run")
@@ -435,7 +499,7 @@ def probing_parser():
 
 def alp_parser():
     parser = student_parser("ALP-KD: each student layer learns an attention-weighted mix of "
-                            "teacher layers.", seed=65, log_step=100)
+                            "teacher layers.", "alp", seed=65, log_step=100)
     parser.add_argument_group("ALP-KD").add_argument(
         "--alp_exp", default="alp-kd-hidden-v2", choices=ALP_VARIANTS,
         help="variant: attention on [CLS] over all teacher layers (alp-kd), at every position "
@@ -445,7 +509,7 @@ def alp_parser():
 
 def pkd_parser():
     parser = student_parser("BERT-PKD: student layer j learns teacher layer j*k. The teacher "
-                            "runs on --tdevice_id and the student on --device_id.", lr=5e-5,
+                            "runs on --tdevice_id and the student on --device_id.", "pkd",
                             mu_help="weight of the hidden-state loss: with --pkd_loss mse each "
                                     "matched layer's MSE is weighted mu / num_hidden_layers; with "
                                     "pkd-skip it is beta of the original PKD code: mu times the "
@@ -464,13 +528,13 @@ def lad_parser():
     return student_parser(
         "LAD: distil a fine-tuned teacher into a smaller BERT. Chained highway gates aggregate "
         "teacher layers (A_1 = H_1, A_i = Gate_i(A_(i-1), H_i)); student layer j learns A_(j*k).",
-        gates=True)
+        "lad", gates=True)
 
 
 def lad_no_parser():
     return student_parser(
         "LAD-NO: like LAD, but each student layer j learns one unchained gate over teacher "
-        "layers j*k-1 and j*k.", gates=True, lr=5e-5, gate_lr=1e-6)
+        "layers j*k-1 and j*k.", "lad_no", gates=True)
 
 
 def main(parser, target: str) -> None:

@@ -82,7 +82,6 @@ def _load(args, output, step=None):
     anything is computed. Under torchrun every rank loads them (rank 0 checks `output`; a
     problem on any rank stops all of them with one line)."""
     with distributed.same_on_every_rank():
-        task_file(args.task, args.dataset)  # the task has that split
         device = distributed.select_device(args)
     set_matmul_precision(args)
     distributed.start(device)
@@ -90,6 +89,9 @@ def _load(args, output, step=None):
     def load():
         task = get_task(args.task)
         experiment = Experiment(args.exp_dir, args.experiment, args.model, task.trained_as).require()
+        # (after the experiment: an evaluation without --task that found none is told so,
+        # not that MNLI lacks its split)
+        task_file(args.task, args.dataset)  # the task has that split
         config = experiment.config()
         steps = experiment.checkpoint_steps()
         if not steps:
