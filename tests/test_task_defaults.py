@@ -4,11 +4,12 @@ wins, config.json records the values used; evaluation and prediction without --t
 the one experiment of that name."""
 import argparse
 import json
+import re
 import shutil
 
 import pytest
 
-from conftest import flags, run_script
+from conftest import ROOT, flags, run_script
 from fine_tune import cli, task_defaults
 from fine_tune.errors import UserError
 from fine_tune.glue import TRAINABLE_TASKS, get_task
@@ -102,6 +103,31 @@ def test_our_teacher_steps_are_the_stated_epochs_of_glue_rows():
         row = task_defaults.DEFAULTS[task]["teacher"]
         total = round(get_task(task).rows["train"] / 32 * epochs)
         assert (row["total_step"], row["warmup_step"]) == (total, round(total * 0.1))
+
+
+def test_readme_table_matches_the_defaults():
+    """README.md's table of per-task defaults states what the parsers use."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- per-task defaults -->")[1]
+    table = block.strip().split("\n\n")[0].splitlines()
+    rows = [line.split("|")[1:-1] for line in table[2:]]
+    assert [row[0].strip() for row in rows] == list(TRAINABLE_TASKS)
+    number = lambda cell: float(cell.strip().strip("`"))  # noqa: E731
+    for cells in rows:
+        task = cells[0].strip()
+        teacher, lad = task_defaults.DEFAULTS[task]["teacher"], task_defaults.DEFAULTS[task]["lad"]
+        total, warmup = cells[2].split("/")
+        assert (number(cells[1]), number(total), number(warmup)) == \
+            (teacher["lr"], teacher["total_step"], teacher["warmup_step"]), task
+        assert (number(cells[3]), number(cells[4])) == (lad["lr"], lad["gate_lr"]), task
+        schedule = re.match(r"\s*([\d.]+) epochs?, ([\d.]+)|\s*steps ([\d]+) / ([\d]+)", cells[5])
+        if lad["epoch"] is not None:
+            assert (float(schedule[1]), float(schedule[2])) == (lad["epoch"], lad["warmup_rate"]), task
+        else:
+            assert (int(schedule[3]), int(schedule[4])) == (lad["total_step"], lad["warmup_step"]), task
+        soft, hard = cells[7].split("/")
+        assert (number(cells[6]), number(soft), number(hard), number(cells[8])) == \
+            (lad["softmax_temp"], lad["soft_weight"], lad["hard_weight"], lad["mu"]), task
 
 
 def test_help_shows_the_values_per_task():
