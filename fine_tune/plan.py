@@ -139,7 +139,8 @@ class Plan:
     path: Path
     runs: list
     exp_dir: Path
-    baseline: str | None = None
+    baseline: str | None = None   # [sweep] baseline: the report's --baseline
+    plots: bool = False           # [sweep] plots: the report's --plots
 
     def run(self, number: str) -> Run:
         return next(run for run in self.runs if run.number == number)
@@ -167,6 +168,10 @@ def load(path, overrides: dict | None = None) -> Plan:
     if not isinstance(tables, list) or not tables:
         raise UserError(f"{path} has no [[run]] table: add one per command to run")
     sweep = document.get("sweep", {})
+    unknown = set(sweep) - {"baseline", "plots"} if isinstance(sweep, dict) else {"sweep"}
+    if unknown:
+        raise UserError(f"{path}: [sweep] takes baseline = \"NAME\" and plots = true, not "
+                        f"{sorted(unknown)[0]}")
     overrides = overrides or {}
     defaults |= overrides
     runs = []
@@ -184,7 +189,8 @@ def load(path, overrides: dict | None = None) -> Plan:
                         "a sweep keeps its experiments, logs and report in one: set exp_dir in "
                         "[defaults] only")
     _link(path, runs)
-    return Plan(path, runs, Path(runs[0].settings["exp_dir"]), sweep.get("baseline"))
+    return Plan(path, runs, Path(runs[0].settings["exp_dir"]), sweep.get("baseline"),
+                bool(sweep.get("plots", False)))
 
 
 def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: dict,

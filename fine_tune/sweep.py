@@ -706,7 +706,7 @@ def write_report(plan: plans.Plan, runner: Sweep, folder: Path, baseline: str | 
     print()
     try:
         report(Settings(exp_dir=str(plan.exp_dir), task=None, filter=None, select_on=None,
-                        baseline=baseline, resamples=10000, plots=False,
+                        baseline=baseline, resamples=10000, plots=plan.plots,
                         folders=names, output_dir=str(folder)))
     except UserError as error:  # (e.g. nothing evaluated yet): the runs themselves are fine
         print(f"no report: {error}")

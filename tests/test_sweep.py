@@ -268,3 +268,83 @@ def test_a_search_resumes_after_a_kill_without_repeating_finished_trials(workdir
         config = json.loads((exp / f"tune_t{trial.number}_bert_mnli" / "config.json").read_text())
         assert config["lr"] == pytest.approx(trial.params["lr"])
     assert "best of 3 trials" in output
+
+
+@pytest.mark.parametrize("plan", sorted((ROOT / "plans").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_plan_passes_its_scripts_parsers(plan):
+    loaded = plans.load(plan)
+    assert loaded.runs
+    trained = {run.number for run in loaded.runs if run.kind == "train"}
+    for run in loaded.runs:  # every student and prediction waits for a run of the plan
+        if run.kind != "train" or "teacher_exp" in run.settings:
+            assert run.needs and set(run.needs) <= trained, run.label
+
+
+def test_gpu_slots_set_the_device_or_launch_torchrun(monkeypatch):
+    from fine_tune.sweep import LocalExecutor, command_line
+    executor = LocalExecutor([2, 5, 7], None)
+    one = plans.Run("1", "run_lad_distil.py", {"experiment": "A"})
+    two = plans.Run("2", "run_lad_distil.py", {"experiment": "B"}, gpus=2)
+    slot = executor.slots_for(one)
+    assert slot == (2,) and executor.devices(one, slot) == {"device_id": 2}
+    pair = executor.slots_for(two)
+    assert pair == (5, 7) and executor.devices(two, pair) == {"device_id": None}
+    assert executor.environment(pair)["CUDA_VISIBLE_DEVICES"] == "5,7"
+    assert executor.slots_for(one) is None  # all three GPUs are busy
+    command = command_line(two, ["--experiment", "B"], 2)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    executor.release(slot)
+    assert executor.slots_for(one) == (2,)
+    with pytest.raises(UserError, match="asks for 4 GPUs"):
+        executor.slots_for(plans.Run("3", "run_lad_distil.py", {"experiment": "C"}, gpus=4))
+    cpus = LocalExecutor(None, 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpus.devices(one, cpus.slots_for(one)) == {"device_id": -1}
+    assert cpus.environment((0,))["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_an_experiment_trained_with_other_settings_is_not_overwritten(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    plan = plans.load(write_plan(workdir, DEFAULTS))
+    run = plan.runs[0]
+    folder = run.folder()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(dict(run.settings, lr=0.1, total_step=6)))
+    state, why = plans.state(run)
+    assert state == "conflict" and "--lr 0.1 there, 0.0005 planned" in why
+    (folder / "config.json").write_text(json.dumps(dict(run.settings, total_step=6)))
+    assert plans.state(run)[0] == "resume"  # no checkpoint yet: started, never finished
+    (folder / "model-6.pt").write_bytes(b"")
+    (folder / "results_dev_matched.csv").write_text("step,amp,accuracy\n6,fp32,0.5\n")
+    assert plans.state(run)[0] == "done"
+    overwrite = plans.load(write_plan(workdir, DEFAULTS.replace(
+        'ptrain_ver = "tiny-bert"', 'ptrain_ver = "tiny-bert"\noverwrite = true\nlr = 0.2'),
+        "other.toml")).runs[0]
+    assert plans.state(overwrite)[0] == "new"
+
+
+def test_a_trial_below_the_median_of_earlier_trials_is_pruned(workdir, monkeypatch):
+    import optuna
+    monkeypatch.chdir(workdir)
+    from fine_tune.sweep import Launch, Search, Sweep
+    plan = plans.load(write_plan(workdir, SEARCH.replace('pruner = "none"', 'pruner = "median"')))
+    runner = Sweep(plan, executor=None, folder=workdir / "exp" / "plan", poll=1)
+    search = Search(runner, plan.runs[0])
+    for value in (0.6, 0.7):  # two finished trials scored 0.6, then 0.7, at steps 20 and 40
+        trial = search.study.ask(search.space)
+        trial.report(value, 20)
+        trial.report(value, 40)
+        search.study.tell(trial, value)
+    launches = []
+    for score in (0.7, 0.5):  # a trial above the median (0.65) at step 20, one below it
+        trial = search.study.ask(search.space)
+        run = plans.trial_run(plan.runs[0], trial.number, trial.params)
+        search.running[run.number] = (trial, set())
+        run.folder().mkdir(parents=True)
+        (run.folder() / "results_dev_matched.csv").write_text(f"step,amp,accuracy\n20,fp32,{score}\n")
+        launches.append(Launch(run, [], workdir / "log"))
+    assert not search.prune(launches[0])
+    assert search.study.trials[2].intermediate_values == {20: 0.7}
+    assert search.prune(launches[1])
+    assert search.study.trials[3].state == optuna.trial.TrialState.PRUNED
+    assert runner.outcomes["1.t3"].status == "pruned"
