@@ -316,7 +316,7 @@ class Sweep:
 
     def finish(self, run, status, seconds=0.0, note="", log=None) -> None:
         self.outcomes[run.number] = Outcome(run, status, seconds, note, log)
-        if status in ("trained", "resumed"):
+        if status in ("trained", "resumed", "ran"):
             say(f"done   {self.position(run)} {run.experiment} in {duration(seconds)}")
         elif status == "done":
             say(f"skip   {self.position(run)} {run.experiment}: {note}")
