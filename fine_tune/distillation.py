@@ -22,7 +22,6 @@ from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_arc
                                 load_experiment_tokenizer, move, resolve_device,
                                 set_matmul_precision)
 from fine_tune.settings import derive
-from fine_tune.task_defaults import before_counting
 from fine_tune.teacher import save_tokenizer
 from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
                                train, training_data)
@@ -205,7 +204,7 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
     `depths(L)` the student depths the method takes (default 1..L) and `method_misfits`
     its own flag checks (see student_misfits)."""
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
-        check_training_args(before_counting(args))  # (--epoch: checked once counted)
+        check_training_args(args)
         if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
             raise UserError(f"--experiment {args.experiment} is the teacher's own experiment "
                             f"(--teacher_exp {args.teacher_exp}): the student would overwrite its "

@@ -106,13 +106,23 @@ class Run:
 
     # ---- the experiment it writes or reads ---------------------------------------------
     def folder(self) -> Path:
-        """The experiment folder it trains, evaluates or predicts with."""
+        """The experiment folder it trains, evaluates or predicts with. An evaluation or
+        prediction without `task` in the plan finds its experiment's folder when it runs
+        (the scripts' own rule: the one folder of that name under any task)."""
         s = self.settings
-        task = s.get("task")
-        if task is None:  # (an evaluation left to find its experiment's task)
+        if self.flags.get("task") in (None, False) and self.kind != "train":
             found = sorted(Path(s["exp_dir"]).glob(f"{s['experiment']}_{s['model']}_*/config.json"))
-            return found[0].parent if len(found) == 1 else Path(s["exp_dir"]) / "?"
-        return Path(s["exp_dir"]) / f"{s['experiment']}_{s['model']}_{get_task(task).trained_as}"
+            if len(found) == 1:
+                return found[0].parent
+        return Path(s["exp_dir"]) / f"{s['experiment']}_{s['model']}_{get_task(s['task']).trained_as}"
+
+    def task(self):
+        """Its GLUE task (for a task-less evaluation, its experiment's)."""
+        if self.flags.get("task") in (None, False) and self.kind != "train":
+            recorded = (_config(self.folder()) or {}).get("task")
+            if recorded:
+                return get_task(recorded)
+        return get_task(self.settings["task"])
 
     def writes(self) -> tuple | None:
         """(exp_dir, experiment, model, task) of the experiment a training run makes."""
@@ -129,9 +139,9 @@ class Run:
         if self.kind == "train":
             return ([(exp_dir, s["teacher_exp"], s["tmodel"], s["task"])]
                     if "teacher_exp" in s else [])
-        task = s.get("task")
-        return [(exp_dir, s["experiment"], s["model"],
-                 None if task is None else get_task(task).trained_as)]
+        given = self.flags.get("task") not in (None, False)
+        task = get_task(s["task"]).trained_as if given else None  # (None: any task)
+        return [(exp_dir, s["experiment"], s["model"], task)]
 
 
 @dataclass
@@ -412,11 +422,11 @@ def state(run: Run) -> tuple[str, str]:
             return "done", f"{folder} has scores of every checkpoint on {run.settings['dataset']}"
         return "new", ""
     step = run.settings.get("ckpt")
+    task = run.task()
     if step == "best":
         from fine_tune.results import best_checkpoint
-        best = best_checkpoint(folder, get_task(run.settings["task"]))
+        best = best_checkpoint(folder, task)
         step = best.step if best is not None else None
-    task = get_task(run.settings["task"])
     name = task.submissions.get(run.settings["dataset"])
     if step is not None and name and (folder / "predictions" / str(step) / name).is_file():
         return "done", f"{folder}/predictions/{step}/{name} exists"

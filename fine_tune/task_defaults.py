@@ -123,22 +123,3 @@ def resolve(namespace, script: str) -> None:
         pair = next((pair for pair in SCHEDULE if name in pair), (name,))
         if hasattr(namespace, name) and not given & set(pair):
             setattr(namespace, name, values[name])
-
-
-def before_counting(args):
-    """`args` for the checks made before the data is read (check_training_args): steps not
-    yet counted (None: --epoch or --warmup_rate, which resolve_schedule turns into steps,
-    and checks, once it knows the number of examples) are filled with values that pass,
-    so only the steps already known are checked now. `args` itself when all are known."""
-    from fine_tune.settings import derive
-    changes = {}
-    for prefix in ("", "gate_"):
-        if not hasattr(args, prefix + "total_step"):
-            continue
-        # (a gate value left unset is the model's, as OptimizerSettings.from_args reads it)
-        total, warmup = (getattr(args, prefix + name) if getattr(args, prefix + name) is not None
-                         else getattr(args, name) for name in ("total_step", "warmup_step"))
-        if total is None or warmup is None:
-            changes[prefix + "warmup_step"] = warmup or 0
-            changes[prefix + "total_step"] = total if total is not None else max(1, warmup or 0)
-    return derive(args, **changes) if changes else args

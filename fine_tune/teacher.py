@@ -12,7 +12,6 @@ from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, set_matmul_precision)
 from fine_tune.settings import derive
-from fine_tune.task_defaults import before_counting
 from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
                                train, training_data)
 
@@ -21,7 +20,7 @@ def fine_tune_teacher(args) -> None:
     # Everything that can fail on bad input happens before the experiment folder exists
     # (and the flags before the processes of a torchrun start talking).
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
-        check_training_args(before_counting(args))  # (--epoch: checked once counted)
+        check_training_args(args)
         experiment = Experiment(args.exp_dir, args.experiment, args.model, args.task)
         experiment.refuse_folder_name()
         device = distributed.select_device(args)

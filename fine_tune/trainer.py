@@ -356,6 +356,8 @@ def check_training_args(args) -> None:
             continue
         settings = OptimizerSettings.from_args(args, prefix)  # gate values default to the model's
         total, warmup = settings.total_step, settings.warmup_step
+        if total is None or warmup is None:  # (--epoch, --warmup_rate: checked once counted)
+            continue
         if warmup > total:
             raise UserError(f"--{prefix}warmup_step {warmup} is larger than --{prefix}total_step "
                             f"{total}; the warmup must end within training")

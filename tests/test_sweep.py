@@ -348,3 +348,28 @@ def test_a_trial_below_the_median_of_earlier_trials_is_pruned(workdir, monkeypat
     assert search.prune(launches[1])
     assert search.study.trials[3].state == optuna.trial.TrialState.PRUNED
     assert runner.outcomes["1.t3"].status == "pruned"
+
+
+def test_an_evaluation_without_task_waits_for_the_run_that_trains_its_experiment(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    plan = plans.load(write_plan(workdir, DEFAULTS.replace('task = "mnli"', 'task = "mnli"\n') + """
+[[run]]
+script = "run_fine_tune.py"
+experiment = "rte_teacher"
+task = "rte"
+ptrain_ver = "tiny-bert"
+eval_during_training = "dev"
+
+[[run]]
+script = "run_fine_tune_eval.py"
+experiment = "rte_teacher"
+dataset = "dev"
+task = false
+"""))
+    evaluation = plan.runs[-1]
+    assert "--task" not in evaluation.argv() and evaluation.needs == ["2"]
+    folder = workdir / "exp" / "rte_teacher_bert_rte"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"task": "rte"}))
+    assert evaluation.folder() == Path("exp") / "rte_teacher_bert_rte"
+    assert evaluation.task().name == "rte"

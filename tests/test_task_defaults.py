@@ -142,18 +142,19 @@ def test_help_shows_the_values_per_task():
 
 
 def test_checks_before_the_data_is_read_skip_steps_not_yet_counted():
-    base = dict(total_step=None, warmup_step=None, gate_total_step=None, gate_warmup_step=None)
-    args = task_defaults.before_counting(argparse.Namespace(**base))
-    assert (args.total_step, args.warmup_step, args.gate_total_step, args.gate_warmup_step) == (1, 0, 1, 0)
-    known = argparse.Namespace(**base | dict(total_step=100, warmup_step=10))
-    assert task_defaults.before_counting(known) is known
-    # a known gate warmup is still checked against a known gate total
-    args = task_defaults.before_counting(argparse.Namespace(
-        **base | dict(total_step=100, gate_total_step=None, gate_warmup_step=50)))
-    assert (args.total_step, args.warmup_step, args.gate_total_step, args.gate_warmup_step) == \
-        (100, 0, None, 50)
-    args = task_defaults.before_counting(argparse.Namespace(**base | dict(warmup_step=4908)))
-    assert (args.total_step, args.warmup_step) == (4908, 4908)
+    from fine_tune.trainer import check_training_args
+    base = dict(task="rte", dataset="train", batch_size=32, accum_step=1, lr=1e-4, gate_lr=1e-6,
+                **{f"{prefix}{name}": None for prefix in ("", "gate_")
+                   for name in ("total_step", "warmup_step", "epoch", "warmup_rate", "beta1",
+                                "beta2", "eps", "weight_decay", "max_norm")})
+    check_training_args(argparse.Namespace(**base))  # --epoch defaults: nothing counted yet
+    check_training_args(argparse.Namespace(**base | dict(warmup_step=4908)))  # total not yet known
+    with pytest.raises(UserError, match="--warmup_step 200 is larger than --total_step 100"):
+        check_training_args(argparse.Namespace(**base | dict(total_step=100, warmup_step=200)))
+    # a known gate warmup is still checked against the model's known total, which it follows
+    with pytest.raises(UserError, match="--gate_warmup_step 150 is larger than --gate_total_step 100"):
+        check_training_args(argparse.Namespace(**base | dict(total_step=100, warmup_step=0,
+                                                            gate_warmup_step=150)))
 
 
 TEACHER = ("--experiment teacher --ptrain_ver tiny-bert --task rte --batch_size 8 --max_seq_len 32 "
