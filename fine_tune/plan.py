@@ -193,6 +193,8 @@ def load(path, overrides: dict | None = None) -> Plan:
                             "remove it or fix its name")
     for run in runs:
         run.settings = _check(path, run)
+        if run.search is not None:
+            space(path, run)
     exp_dirs = {Path(run.settings["exp_dir"]).resolve() for run in runs}
     if len(exp_dirs) > 1:
         raise UserError(f"{path}: the runs use several exp_dir folders ({', '.join(map(str, sorted(exp_dirs)))}); "
@@ -349,6 +351,16 @@ def space(path, run: Run) -> dict:
         raise UserError(f"{path}: {run.label}: [run.search] pruner must be \"median\" or \"none\"")
     if not distributions:
         raise UserError(f"{path}: {run.label}: [run.search] names no flag to search")
+    if run.kind != "train":
+        raise UserError(f"{path}: {run.label}: [run.search] is for training scripts")
+    if not run.settings:  # (checked again once the flags are parsed)
+        return distributions
+    from fine_tune.results import dev_split
+    task = get_task(run.settings["task"])
+    split = dev_split(task)
+    if split not in (run.settings.get("eval_during_training") or []):
+        raise UserError(f"{path}: {run.label}: a search reads each trial's {task.metrics[0]} on "
+                        f"{split} as it trains: add eval_during_training = \"{split}\" to the run")
     return distributions
 
 

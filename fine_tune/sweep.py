@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fine_tune import plan as plans
 from fine_tune.cli import new_parser, positive_float, positive_int
-from fine_tune.errors import UserError, run_cli
+from fine_tune.errors import Interrupted, UserError, run_cli
 from fine_tune.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent  # where the entry scripts are
@@ -283,8 +283,9 @@ class Sweep:
     # -- starting --
     def launch(self, run: plans.Run, slot) -> Launch | None:
         """Start `run` in `slot`, or record why it needs no start (None)."""
+        # (Slurm: an evaluation submitted behind its experiment's job cannot be judged yet)
         dependency_running = any(a.run.number in run.needs for a in self.active)
-        state, why = ("new", "") if dependency_running else plans.state(run)
+        state, why = ("new", "") if dependency_running and run.kind != "train" else plans.state(run)
         flags = dict(run.flags)
         if state == "done":
             self.finish(run, "done", note=f"already done: {why}")
@@ -432,15 +433,9 @@ class Search:
         from optuna.trial import TrialState
         self.stale = deque(t for t in self.study.get_trials(deepcopy=False)
                            if t.state == TrialState.RUNNING)
-        task = run.settings["task"]
-        from fine_tune.glue import get_task
         from fine_tune.results import dev_split
-        self.task = get_task(task)
+        self.task = run.task()
         self.split, self.metric = dev_split(self.task), self.task.metrics[0]
-        if self.split not in (run.settings.get("eval_during_training") or []):
-            raise UserError(f"{sweep.plan.path}: {run.label}: a search reads each trial's "
-                            f"{self.metric} on {self.split} during training: add "
-                            f"eval_during_training = \"{self.split}\" to the run")
 
     def finished(self) -> int:
         from optuna.trial import TrialState
@@ -675,8 +670,8 @@ def sweep(args) -> None:
     except KeyboardInterrupt:
         for launch in list(runner.active):
             executor.stop(launch)
-        raise UserError("sweep interrupted: the same command continues it (finished runs are "
-                        "skipped, killed ones resumed)") from None
+        raise Interrupted("sweep interrupted: the same command continues it (finished runs are "
+                          "skipped, stopped ones resumed)") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     table = runner.table()

@@ -373,3 +373,11 @@ task = false
     (folder / "config.json").write_text(json.dumps({"task": "rte"}))
     assert evaluation.folder() == Path("exp") / "rte_teacher_bert_rte"
     assert evaluation.task().name == "rte"
+
+
+def test_a_search_without_dev_scores_during_training_is_refused_at_once(workdir):
+    with pytest.raises(UserError, match='add eval_during_training = "dev_matched" to the run'):
+        plans.load(write_plan(workdir, SEARCH.replace('eval_during_training = "dev_matched"', "")))
+    with pytest.raises(UserError, match=r'lr = \'log:0:1e-3\': write "log:LOW:HIGH"'):
+        plans.load(write_plan(workdir, SEARCH.replace('lr = "log:1e-4:1e-3"', 'lr = "log:0:1e-3"'),
+                              "other.toml"))
