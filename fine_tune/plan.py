@@ -173,15 +173,21 @@ def load(path, overrides: dict | None = None) -> Plan:
     if unknown:
         raise UserError(f"{path}: unknown table {sorted(unknown)[0]!r}; a plan has [defaults], "
                         "[sweep] and [[run]] tables")
-    defaults = dict(document.get("defaults", {}))
+    defaults = document.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise UserError(f"{path}: defaults must be a table ([defaults] and flags under it)")
+    defaults = dict(defaults)
     tables = document.get("run", [])
-    if not isinstance(tables, list) or not tables:
-        raise UserError(f"{path} has no [[run]] table: add one per command to run")
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"{path} has no [[run]] tables: add one [[run]] table per command")
     sweep = document.get("sweep", {})
     unknown = set(sweep) - {"baseline", "plots"} if isinstance(sweep, dict) else {"sweep"}
     if unknown:
         raise UserError(f"{path}: [sweep] takes baseline = \"NAME\" and plots = true, not "
                         f"{sorted(unknown)[0]}")
+    if not isinstance(sweep.get("baseline", ""), str) or not isinstance(sweep.get("plots", False), bool):
+        raise UserError(f"{path}: [sweep] baseline is an experiment name in quotes and plots "
+                        "is true or false")
     overrides = overrides or {}
     defaults |= overrides
     runs = []
@@ -209,7 +215,7 @@ def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: d
             start: int) -> list:
     where = f"{path}: [[run]] number {position}"
     script = table.pop("script", None)
-    if script not in SCRIPTS:
+    if not isinstance(script, str) or script not in SCRIPTS:
         raise UserError(f"{where}: script = {script!r} is not one of {', '.join(SCRIPTS)}")
     gpus = table.pop("gpus", 1)
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
@@ -236,6 +242,10 @@ def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: d
     if "experiment" in flags:  # first in the command, as people write them
         flags = {"experiment": flags.pop("experiment")} | flags
     grid = [key for key, value in flags.items() if isinstance(value, list)]
+    empty = [key for key in grid if not flags[key]]
+    if empty:
+        raise UserError(f"{where}: {empty[0]} = [] lists no value: give at least one, or leave "
+                        "the flag out")
     if search is not None and grid:
         raise UserError(f"{where}: a run with [run.search] cannot also list values "
                         f"({', '.join(grid)}): search them, or make one run per value")
@@ -258,7 +268,7 @@ def fill_placeholders(flags: dict, where: str) -> dict:
             except KeyError as error:
                 raise UserError(f"{where}: {key} = {value!r} names {{{error.args[0]}}}, which is "
                                 "not a flag of this run") from None
-            except (ValueError, IndexError) as error:
+            except (ValueError, IndexError, AttributeError, TypeError) as error:
                 raise UserError(f"{where}: {key} = {value!r} is not a valid pattern ({error})") from None
         filled[key] = value
     return filled
@@ -266,11 +276,17 @@ def fill_placeholders(flags: dict, where: str) -> dict:
 
 def _check(path: Path, run: Run) -> dict:
     """The script's own parser on the run's flags: its message, naming the run, on a mistake."""
+    if run.search is None:
+        return _parse(path, run, run.flags)
+    settings = None
+    for values in corner_values(path, run):  # a trial's flags at each end of each range
+        parsed = _parse(path, run, fill_placeholders(run.flags | values, run.label))
+        settings = settings or parsed
+    return settings
+
+
+def _parse(path: Path, run: Run, flags: dict) -> dict:
     parser = parser_of(run.script)
-    flags = run.flags
-    if run.search is not None:  # a trial's flags: the space's first value for each
-        flags = fill_placeholders(flags | {key: value for key, value in
-                                           example_values(path, run).items()}, run.label)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -286,6 +302,14 @@ def _check(path: Path, run: Run) -> dict:
 def _link(path: Path, runs: list) -> None:
     """Each run waits for the runs that train the experiments it reads; two runs training
     one experiment are refused."""
+    searches = {}
+    for run in runs:  # (a search's study and trial folders are named by its experiment)
+        if run.search is not None:
+            key = (run.experiment, run.settings["model"], run.settings["task"])
+            if key in searches:
+                raise UserError(f"{path}: {searches[key].label} and {run.label} search under one "
+                                "experiment name: give them different experiment names")
+            searches[key] = run
     writers = {}
     for run in runs:
         key = run.writes()
@@ -364,13 +388,13 @@ def space(path, run: Run) -> dict:
     return distributions
 
 
-def example_values(path, run: Run) -> dict:
-    """A point of the search space (each low end, the first choice), to check the flags."""
-    values = {}
-    for key, distribution in space(path, run).items():
-        values[key] = (distribution.choices[0] if hasattr(distribution, "choices")
-                       else distribution.low)
-    return values
+def corner_values(path, run: Run) -> list[dict]:
+    """Points of the search space that together hold each range's two ends and every
+    choice, to check a trial's flags before any trial starts."""
+    ends = {key: (list(d.choices) if hasattr(d, "choices") else [d.low, d.high])
+            for key, d in space(path, run).items()}
+    return [{key: values[min(i, len(values) - 1)] for key, values in ends.items()}
+            for i in range(max(map(len, ends.values())))]
 
 
 def trial_run(search: Run, k: int, params: dict) -> Run:
@@ -379,7 +403,7 @@ def trial_run(search: Run, k: int, params: dict) -> Run:
     flags["experiment"] = f"{flags['experiment']}_t{k}"
     trial = Run(f"{search.number}.t{k}", search.script, flags, search.gpus, None,
                 needs=list(search.needs))
-    trial.settings = vars(parser_of(search.script).parse_args(trial.argv()))
+    trial.settings = _parse(Path("plan"), trial, trial.flags)
     return trial
 
 
@@ -429,20 +453,28 @@ def state(run: Run) -> tuple[str, str]:
     steps = _steps(folder)
     amp = run.settings.get("amp", "fp32")
     if run.kind == "eval":
-        wanted = steps if run.settings.get("ckpt") in (None, "best") else [run.settings["ckpt"]]
+        wanted = {None: steps, "best": [best.step] if (best := _best(run, folder)) else []}.get(
+            run.settings.get("ckpt"), [run.settings.get("ckpt")])
         if wanted and all(_scored(folder, run.settings["dataset"], step, amp) for step in wanted):
             return "done", f"{folder} has scores of every checkpoint on {run.settings['dataset']}"
         return "new", ""
     step = run.settings.get("ckpt")
     task = run.task()
     if step == "best":
-        from fine_tune.results import best_checkpoint
-        best = best_checkpoint(folder, task)
+        best = _best(run, folder)
         step = best.step if best is not None else None
     name = task.submissions.get(run.settings["dataset"])
     if step is not None and name and (folder / "predictions" / str(step) / name).is_file():
         return "done", f"{folder}/predictions/{step}/{name} exists"
     return "new", ""
+
+
+def _best(run: Run, folder: Path):
+    from fine_tune.results import best_checkpoint
+    try:
+        return best_checkpoint(folder, run.task())
+    except UserError:  # (a damaged store: the run itself says so)
+        return None
 
 
 def _config(folder: Path) -> dict | None:

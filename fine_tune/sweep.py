@@ -101,8 +101,11 @@ class LocalExecutor:
 
     def environment(self, slot: tuple) -> dict:
         env = dict(os.environ)
-        if self.gpus and len(slot) > 1:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot))
+        if self.gpus and len(slot) > 1:  # (indices count in the user's own visible list)
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            names = visible.split(",") if visible else None
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(names[i] if names and i < len(names) else str(i)
+                                                   for i in slot)
         if self.cpus and "OMP_NUM_THREADS" not in os.environ:  # N runs share the cores
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.cpus))
         return env
@@ -120,6 +123,9 @@ class LocalExecutor:
 
     def poll(self, launch: Launch):
         return launch.handle.poll()
+
+    def ended(self, launch: Launch) -> None:
+        pass
 
     def stop(self, launch: Launch) -> None:
         if launch.handle.poll() is None:
@@ -176,21 +182,37 @@ class SubmititExecutor:
     (`--executor submitit_local`, which runs the same jobs as processes on this machine)."""
 
     def __init__(self, folder: Path, cluster: str, args):
-        import submitit
         # The job unpickles a fine_tune.sweep.Command: it must import this project wherever
         # it starts (the environment travels with the job, on Slurm as locally).
         paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.cluster = cluster
         self.waits_for_dependencies = cluster != "slurm"  # Slurm holds a job (afterok)
-        self.executor = submitit.AutoExecutor(folder=folder / "submitit", cluster=cluster)
+        # (a run longer than --slurm_time is requeued at each limit, as often as it takes)
+        self.folder = folder / "submitit"
+        try:
+            self.new_executor()
+        except RuntimeError as error:  # (submitit finds no srun)
+            raise UserError(f"--executor {cluster}: no Slurm on this machine ({error}); run the "
+                            "sweep on the cluster's login node, or try the plan here with "
+                            "--executor submitit_local") from None
         self.parallel = args.slurm_array_parallelism
         self.running = 0
+        self.gpus_per_run = args.slurm_gpus_per_run
         self.common = {"timeout_min": args.slurm_time}
         if cluster == "slurm":
+            # A job whose teacher's job failed is cancelled by Slurm rather than pending forever.
             self.common |= {"slurm_partition": args.slurm_partition,
-                            "slurm_additional_parameters": dict(args.slurm_option or [])}
-        self.jobs = {}  # run number -> job (for afterok)
+                            "slurm_additional_parameters": {"kill-on-invalid-dep": "yes"}
+                            | dict(args.slurm_option or [])}
+        self.jobs = {}  # run number -> its job, while it runs (for afterok)
+
+    def new_executor(self):
+        """One per job: submitit keeps parameters from one submission to the next (a
+        student's dependency would stay on every later job)."""
+        import submitit
+        return submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
+                                     slurm_max_num_timeout=1000)
 
     def slots_for(self, run):
         if self.parallel and self.running >= self.parallel:
@@ -201,6 +223,9 @@ class SubmititExecutor:
     def release(self, slot):
         self.running -= 1
 
+    def ended(self, launch: Launch) -> None:
+        self.jobs.pop(launch.run.number, None)
+
     def describe(self, slot):
         return ""
 
@@ -208,20 +233,21 @@ class SubmititExecutor:
         return {}
 
     def start(self, launch: Launch) -> None:
-        gpus = launch.run.gpus if self.cluster == "slurm" else 1
-        parameters = dict(self.common, name=f"sweep-{launch.run.experiment}")
+        # GPUs of the job, and processes of its torchrun when more than one
+        gpus = max(launch.run.gpus, self.gpus_per_run) if self.cluster == "slurm" else 1
+        parameters = {k: v for k, v in self.common.items() if v is not None}
+        parameters["name"] = f"sweep-{launch.run.experiment}"
         if self.cluster == "slurm":
-            parameters |= {"gpus_per_node": gpus * self.gpus_per_run, "tasks_per_node": 1}
             after = [self.jobs[n].job_id for n in launch.run.needs if n in self.jobs]
+            parameters |= {"gpus_per_node": gpus, "tasks_per_node": 1}
             if after:
                 parameters["slurm_dependency"] = "afterok:" + ":".join(after)
-        self.executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+        executor = self.new_executor()
+        executor.update_parameters(**parameters)
         launch.log.parent.mkdir(parents=True, exist_ok=True)
-        launch.handle = self.executor.submit(Command(launch.run, launch.argv, launch.log, gpus,
+        launch.handle = executor.submit(Command(launch.run, launch.argv, launch.log, gpus,
                                                      os.getcwd()))
         self.jobs[launch.run.number] = launch.handle
-
-    gpus_per_run = 1
 
     def poll(self, launch: Launch):
         job = launch.handle
@@ -281,20 +307,21 @@ class Sweep:
         return True
 
     # -- starting --
-    def launch(self, run: plans.Run, slot) -> Launch | None:
-        """Start `run` in `slot`, or record why it needs no start (None)."""
+    def launch(self, run: plans.Run, slot):
+        """Start `run` in `slot` (its Launch), or say why not: 'done', 'conflict' (both
+        recorded), 'failed' (the executor refused it, recorded) or 'elsewhere'."""
         # (Slurm: an evaluation submitted behind its experiment's job cannot be judged yet)
         dependency_running = any(a.run.number in run.needs for a in self.active)
         state, why = ("new", "") if dependency_running and run.kind != "train" else plans.state(run)
         flags = dict(run.flags)
         if state == "done":
             self.finish(run, "done", note=f"already done: {why}")
-            return None
+            return "done"
         if state == "elsewhere":
             return "elsewhere"
         if state == "conflict":
             self.finish(run, "conflict", note=why)
-            return None
+            return "conflict"
         if state == "resume":
             flags.pop("overwrite", None)
             flags["resume"] = True
@@ -304,7 +331,11 @@ class Sweep:
                 flags.pop(key, None)
             flags |= {k: v for k, v in devices.items() if v is not None and plans.takes(run.script, k)}
         launch = Launch(run, plans.to_argv(flags), self.log_path(run), slot=slot)
-        self.executor.start(launch)
+        try:
+            self.executor.start(launch)
+        except Exception as error:  # (e.g. sbatch refused the job: a QOS or account limit)
+            self.finish(run, "failed", note=f"could not start: {str(error).strip()[:300]}")
+            return "failed"
         where = self.executor.describe(slot)
         verb = "resume" if state == "resume" else "start "
         say(f"{verb} {self.position(run)} {run.experiment} ({run.script}{', ' + where if where else ''})"
@@ -337,6 +368,7 @@ class Sweep:
                 continue
             self.active.remove(launch)
             self.executor.release(launch.slot)
+            self.executor.ended(launch)
             seconds = time.time() - launch.started
             resumed = "--resume" in launch.argv
             if code == 0:
@@ -349,13 +381,24 @@ class Sweep:
             else:
                 self.finish(launch.run, "failed", seconds, note=f"exit {code}: {last_line(launch.log) or launch.error}",
                             log=launch.log)
+                self.cancel_dependants(launch.run)
             if search is not None:
                 search.told(launch, code)
+
+    def cancel_dependants(self, failed: plans.Run) -> None:
+        """Runs already submitted behind a failed one (Slurm's afterok) never start: cancel them."""
+        for launch in list(self.active):
+            if failed.number in launch.run.needs:
+                self.executor.stop(launch)
+                self.active.remove(launch)
+                self.executor.release(launch.slot)
+                self.executor.ended(launch)
+                self.finish(launch.run, "skipped", note=f"{failed.label} failed")
 
     def elsewhere(self, launch: Launch) -> bool:
         """The script refused because another process trains the experiment (a race with
         another sweep): wait for it instead of failing."""
-        return "is being trained by" in last_line(launch.log)
+        return any("is being trained by" in line for line in tail(launch.log, 20))
 
     # -- the loop --
     def execute(self) -> None:
@@ -384,7 +427,7 @@ class Sweep:
                 if started == "elsewhere":
                     self.executor.release(slot)
                     continue
-                if started is None:
+                if isinstance(started, str):  # nothing started
                     self.executor.release(slot)
                 self.waiting.remove(run)
                 progressed = True
@@ -427,12 +470,23 @@ class Search:
                   if run.search.get("pruner", "median") == "median" else optuna.pruners.NopPruner())
         self.study = optuna.create_study(
             study_name=f"{run.experiment}", storage=storage, direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=0), pruner=pruner, load_if_exists=True)
+            pruner=pruner, load_if_exists=True)
+        # Seeded by the study's progress: a restarted search does not draw the values of
+        # its first trials again.
+        self.study.sampler = optuna.samplers.TPESampler(seed=len(self.study.trials))
         self.running = {}  # trial run number -> (optuna Trial, reported steps)
         # Trials a killed sweep left running: continue them (same values, --resume).
         from optuna.trial import TrialState
         self.stale = deque(t for t in self.study.get_trials(deepcopy=False)
                            if t.state == TrialState.RUNNING)
+        # Trials an earlier start finished: in this sweep's table and report too.
+        status = {TrialState.COMPLETE: "done", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state in status:
+                earlier = plans.trial_run(run, trial.number, trial.params)
+                note = (f"{trial.value:.4f} (an earlier start)" if trial.value is not None
+                        else "(an earlier start)")
+                sweep.outcomes[earlier.number] = Outcome(earlier, status[trial.state], note=note)
         from fine_tune.results import dev_split
         self.task = run.task()
         self.split, self.metric = dev_split(self.task), self.task.metrics[0]
@@ -449,6 +503,7 @@ class Search:
             slot = self.sweep.executor.slots_for(self.run)
             if slot is None:
                 break
+            frozen = None
             if self.stale:
                 frozen = self.stale.popleft()
                 trial = optuna.trial.Trial(self.study, frozen._trial_id)
@@ -459,13 +514,16 @@ class Search:
             trial_run = plans.trial_run(self.run, k, trial.params)
             self.sweep.total_trials = getattr(self.sweep, "total_trials", 0) + 1
             launch = self.sweep.launch(trial_run, slot)
-            if launch in (None, "elsewhere"):
+            if isinstance(launch, str):  # nothing started
                 self.sweep.executor.release(slot)
-                if launch is None:  # done already: its objective is in the store
-                    self.running[trial_run.number] = (trial, set())
-                    self.told(Launch(trial_run, [], self.sweep.log_path(trial_run)), 0)
-                else:
+                if launch == "elsewhere":  # another sweep runs this trial: look again later
+                    if frozen is not None:
+                        self.stale.appendleft(frozen)
                     break
+                # done already: its objective is in the store; failed or conflict: a failure
+                self.running[trial_run.number] = (trial, set())
+                self.told(Launch(trial_run, [], self.sweep.log_path(trial_run)),
+                          0 if launch == "done" else 1)
                 continue
             self.running[trial_run.number] = (trial, set())
         if self.finished() >= self.trials and not self.running:
@@ -616,11 +674,13 @@ def build_parser():
     slurm = parser.add_argument_group("Slurm (--executor slurm)")
     slurm.add_argument("--slurm_partition", default=None, help="partition of every job")
     slurm.add_argument("--slurm_gpus_per_run", type=positive_int, default=1,
-                       help="GPUs of a run's job (times a run's gpus = N)")
+                       help="GPUs of each job (a run with gpus = N in the plan gets N if "
+                            "more); a job with several runs its script under torchrun, one "
+                            "process per GPU")
     slurm.add_argument("--slurm_time", type=minutes, default=None, metavar="MIN|HH:MM:SS",
-                       help="time limit of each job; a job that reaches it is requeued and "
-                            "continues with --resume (default: submitit's, 5 minutes on the "
-                            "local executor, the partition's on Slurm)")
+                       help="time limit of each job, required with --executor slurm; a job "
+                            "that reaches it is requeued and continues with --resume, as often "
+                            "as it takes (submitit_local: default 5 minutes, without requeue)")
     slurm.add_argument("--slurm_array_parallelism", type=positive_int, default=None, metavar="N",
                        help="at most N of the sweep's jobs queued or running at once")
     slurm.add_argument("--slurm_option", type=assignment, action="append", default=[],
@@ -636,7 +696,14 @@ def sweep(args) -> None:
                         "--slurm_gpus_per_run")
     if args.gpus and args.cpus:
         raise UserError("--gpus and --cpus are two executors' slots: pass one")
+    if args.executor == "slurm" and args.slurm_time is None:
+        raise UserError("--executor slurm needs --slurm_time (each job's limit, e.g. 24:00:00; "
+                        "a run that reaches it is requeued and resumed)")
     plan = plans.load(args.plan, dict(args.overrides))
+    too_big = [run for run in plan.runs if args.gpus and run.gpus > len(args.gpus)]
+    if too_big:
+        raise UserError(f"{too_big[0].label} asks for gpus = {too_big[0].gpus}; --gpus gives "
+                        f"{len(args.gpus)}: give more GPUs or lower its gpus")
     name = args.name or Path(args.plan).stem
     folder = plan.exp_dir / name
     print(f"plan {args.plan}: {len(plan.runs)} run{'s' * (len(plan.runs) > 1)}, sweep folder {folder}")
@@ -654,10 +721,6 @@ def sweep(args) -> None:
         executor = LocalExecutor(args.gpus, args.cpus)
     else:
         executor = SubmititExecutor(folder, "slurm" if args.executor == "slurm" else "local", args)
-        executor.gpus_per_run = args.slurm_gpus_per_run
-    for run in plan.runs:
-        if run.search is not None:
-            plans.space(plan.path, run)
     started = time.time()
     runner = Sweep(plan, executor, folder, args.poll)
 
@@ -665,15 +728,18 @@ def sweep(args) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    finished = False
     try:
         runner.execute()
+        finished = True
     except KeyboardInterrupt:
-        for launch in list(runner.active):
-            executor.stop(launch)
         raise Interrupted("sweep interrupted: the same command continues it (finished runs are "
                           "skipped, stopped ones resumed)") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if not finished:  # (whatever stopped the sweep: no run is left unwatched)
+            for launch in list(runner.active):
+                executor.stop(launch)
     table = runner.table()
     print(f"\nsweep {name}: {len(plan.runs)} runs in {duration(time.time() - started)}")
     print(table.to_string(index=False))
@@ -685,10 +751,14 @@ def sweep(args) -> None:
         if outcome.log:
             print(f"\n{outcome.run.label} failed; the last lines of {outcome.log}:")
             print("\n".join("    " + line for line in tail(outcome.log)))
+        else:
+            print(f"\n{outcome.run.label} {outcome.status}: {outcome.note}")
     write_report(plan, runner, folder, args.baseline or plan.baseline)
-    if failed:
-        raise UserError(f"{len(failed)} run{'s' * (len(failed) > 1)} failed (see above; "
-                        f"{folder / 'runs.csv'}): fix them and run the same command again")
+    if failed:  # (exit 1: runs failed; 2 is for a plan refused before anything ran)
+        print(f"error: {len(failed)} run{'s' * (len(failed) > 1)} failed (see above; "
+              f"{folder / 'runs.csv'}): fix them and run the same command again",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def write_report(plan: plans.Plan, runner: Sweep, folder: Path, baseline: str | None) -> None:

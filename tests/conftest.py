@@ -10,6 +10,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# `make test` runs the suite in two pytest-xdist workers, one per core: each worker, and
+# every script it starts, computes on one thread (two threads per worker would make four
+# on two cores, which slows torch several times).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert  # noqa: E402
 
 SIZES = {"train": 320, "dev_matched": 60, "dev_mismatched": 60,

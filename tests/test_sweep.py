@@ -205,14 +205,16 @@ def test_two_runs_of_one_experiment_and_an_unsaved_teacher_step_are_refused(work
 
 def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, capsys):
     plan = write_plan(workdir, PLAN.replace('ptrain_ver = "tiny-bert"', 'ptrain_ver = "no-such-bert"'))
-    with pytest.raises(UserError, match="1 run failed"):
+    with pytest.raises(SystemExit) as stopped:
         run_sweep(workdir, monkeypatch, plan, "--cpus", "2")
+    assert stopped.value.code == 1  # (2 is for a plan refused before anything ran)
+    assert "error: 1 run failed" in capsys.readouterr().err
     runs = pd_read(workdir / "exp" / "plan" / "runs.csv")
     assert list(runs["status"]) == ["failed"] + ["skipped"] * 6
     assert all("run 1 (run_fine_tune.py --experiment teacher) failed" in note
                for note in runs["note"][1:5])
-    out = capsys.readouterr().out
-    assert "SKIPPED" in out and "the last lines of" in out
+    out = stopped_output = (workdir / "exp" / "plan" / "logs").iterdir()
+    assert "no-such-bert" in next(p for p in out if p.name.startswith("1_")).read_text()
     assert not (workdir / "exp" / "LAD_s1_bert_mnli").exists()
 
 
@@ -381,3 +383,69 @@ def test_a_search_without_dev_scores_during_training_is_refused_at_once(workdir)
     with pytest.raises(UserError, match=r'lr = \'log:0:1e-3\': write "log:LOW:HIGH"'):
         plans.load(write_plan(workdir, SEARCH.replace('lr = "log:1e-4:1e-3"', 'lr = "log:0:1e-3"'),
                               "other.toml"))
+
+
+def test_slurm_jobs_carry_their_own_dependencies_time_and_gpus(workdir, monkeypatch):
+    """The sbatch files the sweep submits, through a stand-in sbatch (no cluster here)."""
+    from fine_tune.sweep import Launch, SubmititExecutor
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"""#!/bin/sh
+n=$(cat {bin_dir}/n 2>/dev/null || echo 100); n=$((n+1)); echo $n > {bin_dir}/n
+echo "Submitted batch job $n"
+""")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("sbatch", "srun"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(workdir)
+    plan = plans.load(write_plan(workdir, DEFAULTS + """
+[[run]]
+script = "run_lad_distil.py"
+experiment = "student"
+
+[[run]]
+script = "run_fine_tune.py"
+experiment = "other"
+ptrain_ver = "tiny-bert"
+gpus = 4
+"""))
+    args = build_parser().parse_args(["plan.toml", "--executor", "slurm", "--slurm_time", "2:00:00",
+                                      "--slurm_gpus_per_run", "2", "--slurm_option", "account=nlp"])
+    executor = SubmititExecutor(workdir / "exp" / "plan", "slurm", args)
+    launches = [Launch(run, run.argv(), workdir / "exp" / "plan" / "logs" / f"{run.number}.log")
+                for run in plan.runs]
+    for launch in launches:
+        executor.start(launch)
+    scripts = {int(p.name.split("_")[0]): p.read_text()
+               for p in (workdir / "exp" / "plan" / "submitit").glob("*_submission.sh")}
+    teacher, student, other = (scripts[n] for n in sorted(scripts))
+    assert "--dependency" not in teacher and "#SBATCH --dependency=afterok:101" in student
+    assert "--dependency" not in other  # (submitit keeps parameters between jobs: cleared)
+    for text in scripts.values():
+        assert "#SBATCH --time=120" in text and "#SBATCH --account=nlp" in text
+        assert "#SBATCH --kill-on-invalid-dep=yes" in text
+    assert "#SBATCH --gpus-per-node=2" in teacher and "#SBATCH --gpus-per-node=4" in other
+    assert [launch.handle.submission().function.gpus for launch in launches] == [2, 2, 4]
+    with pytest.raises(UserError, match="needs --slurm_time"):
+        sweep(build_parser().parse_args(["plan.toml", "--executor", "slurm"]))
+    (bin_dir / "srun").unlink()  # no Slurm here: one line, not submitit's traceback
+    with pytest.raises(UserError, match="no Slurm on this machine"):
+        SubmititExecutor(workdir / "exp" / "plan", "slurm", args)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('defaults = "x"\n[[run]]\nscript = "run_fine_tune.py"', "defaults must be a table"),
+    ('run = ["a"]', r"no \[\[run\]\] tables"),
+    ('[[run]]\nscript = ["run_fine_tune.py"]', "is not one of"),
+    ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T_{seed.foo}"\nseed = 1', "not a valid pattern"),
+    ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"\nseed = []', "lists no value"),
+    ('[sweep]\nbaseline = 3\n[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"', "baseline is an experiment name"),
+    ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"\neval_during_training = "dev_matched"\n'
+     '[run.search]\ntrials = 2\namp = ["fp32", "bogus"]', "argument --amp: invalid choice: 'bogus'"),
+    ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"\neval_during_training = "dev_matched"\n'
+     '[run.search]\ntrials = 2\ndropout = "float:0.05:1.5"', "argument --dropout: must be in"),
+])
+def test_a_malformed_plan_is_one_line(workdir, text, message):
+    with pytest.raises(UserError, match=message):
+        plans.load(write_plan(workdir, text))
