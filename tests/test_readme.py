@@ -11,6 +11,7 @@ from fine_tune.compare import build_parser as compare_parser
 from fine_tune.export import build_parser as export_parser
 from fine_tune.report import build_parser as report_parser
 from fine_tune.submit import build_parser as submit_parser
+from fine_tune.sweep import build_parser as sweep_parser
 
 PARSERS = {
     "run_fine_tune.py": cli.teacher_parser, "run_lad_distil.py": cli.lad_parser,
@@ -19,7 +20,7 @@ PARSERS = {
     "run_fine_tune_eval.py": cli.eval_parser, "generate_test_prediction.py": cli.predict_parser,
     "-m fine_tune.download": download_parser, "-m fine_tune.submit": submit_parser,
     "-m fine_tune.export": export_parser, "-m fine_tune.report": report_parser,
-    "-m fine_tune.compare": compare_parser,
+    "-m fine_tune.compare": compare_parser, "-m fine_tune.sweep": sweep_parser,
 }
 
 
@@ -43,7 +44,8 @@ COMMANDS = readme_commands()
 def test_the_readme_has_the_commands_it_should():
     scripts = {name for name, _ in COMMANDS}
     assert {"run_fine_tune.py", "run_lad_distil.py", "run_fine_tune_eval.py",
-            "generate_test_prediction.py", "-m fine_tune.download", "-m fine_tune.submit"} <= scripts
+            "generate_test_prediction.py", "-m fine_tune.download", "-m fine_tune.submit",
+            "-m fine_tune.sweep"} <= scripts
     assert len(COMMANDS) >= 20
 
 
@@ -59,3 +61,12 @@ def test_every_torchrun_command_names_a_script():
 @pytest.mark.parametrize("name, argv", COMMANDS, ids=[" ".join([n, *a])[:60] for n, a in COMMANDS])
 def test_readme_command_parses(name, argv):
     PARSERS[name]().parse_args(argv)
+
+
+def test_every_sweep_command_names_a_shipped_plan_that_loads():
+    from fine_tune import plan
+    sweeps = [argv for name, argv in COMMANDS if name == "-m fine_tune.sweep"]
+    assert len(sweeps) >= 3
+    for argv in sweeps:
+        loaded = plan.load(ROOT / sweep_parser().parse_args(argv).plan)
+        assert loaded.runs
