@@ -340,6 +340,7 @@ class Sweep:
         verb = "resume" if state == "resume" else "start "
         say(f"{verb} {self.position(run)} {run.experiment} ({run.script}{', ' + where if where else ''})"
             f"{': ' + why if state == 'resume' else ''}; log: {launch.log}")
+        print(f"           $ {plans.Run(run.number, run.script, flags).command()}", flush=True)
         self.active.append(launch)
         return launch
 

@@ -449,3 +449,15 @@ gpus = 4
 def test_a_malformed_plan_is_one_line(workdir, text, message):
     with pytest.raises(UserError, match=message):
         plans.load(write_plan(workdir, text))
+
+
+def test_a_run_another_process_is_training_waits_instead_of_failing(workdir, monkeypatch):
+    import fcntl
+    monkeypatch.chdir(workdir)
+    run = plans.load(write_plan(workdir, DEFAULTS)).runs[0]
+    folder = run.folder()
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a training process holds it
+        assert plans.state(run)[0] == "elsewhere"
+    assert plans.state(run)[0] == "new"  # released
