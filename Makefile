@@ -26,8 +26,10 @@ $(VENV)/installed: requirements.txt | python-check
 demo: python-check $(VENV)/installed
 	$(PY) -m fine_tune.demo
 
+# Two pytest-xdist workers, one per core (each test file stays on one worker, so its
+# module fixtures are built once); tests/conftest.py gives each worker one thread.
 test: python-check $(VENV)/installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadscope tests
 
 # Download GLUE MNLI into data/fine_tune/MNLI and verify its row counts.
 data: python-check $(VENV)/installed
