@@ -443,6 +443,7 @@ class Sweep:
             outcomes = [o for n, o in self.outcomes.items() if n == run.number or n.startswith(f"{run.number}.")]
             for outcome in outcomes or [Outcome(run, "not run")]:
                 rows.append({"run": outcome.run.number, "script": outcome.run.script,
+                             "task": outcome.run.settings.get("task", ""),
                              "experiment": outcome.run.experiment, "status": outcome.status,
                              "time": duration(outcome.seconds) if outcome.seconds else "",
                              "note": outcome.note[:100]})
