@@ -438,11 +438,12 @@ def find_task(parser, namespace) -> None:
     folder = Path(namespace.exp_dir)
     found = [task for task in tasks if (folder / f"{namespace.experiment}_{namespace.model}_"
                                         f"{get_task(task).trained_as}" / "config.json").is_file()]
-    fitting = [task for task in found if namespace.dataset in get_task(task).files] or found
+    dataset = getattr(namespace, "dataset", None)  # (export has none)
+    fitting = [task for task in found if dataset in get_task(task).files] or found
     if len(fitting) > 1:
         named = [task + (f" (its {get_task(task).model_task.upper()} experiment)"
                          if get_task(task).model_task else "") for task in fitting]
-        with_split = f" (each with a split {namespace.dataset})" if fitting != found else ""
+        with_split = f" (each with a split {dataset})" if fitting != found else ""
         parser.error(f"experiment {namespace.experiment!r} exists for tasks {', '.join(named)}"
                      f"{with_split} under --exp_dir {namespace.exp_dir}: pass --task")
     folder_name = [task for task in tasks

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fine_tune.cli import add_experiment_args, new_parser, step_or_best
+from fine_tune.cli import add_experiment_args, find_task, new_parser, step_or_best
 from fine_tune.errors import UserError, run_cli
 from fine_tune.results import describe_best, read_results, require_best
 
@@ -111,6 +111,7 @@ def build_parser():
                        help="step of the checkpoint model-<ckpt>.pt, or 'best' for the best on "
                             "the task's dev split (from run_fine_tune_eval.py's results)")
     group.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    parser.resolvers = (find_task,)  # --task left out: the one experiment of that name
     return parser
 
 

@@ -297,17 +297,3 @@ def test_command_line_writes_data_and_model(tmp_path, capsys):
     with pytest.raises(UserError, match="multiple"):
         main(["--data_dir", str(tmp_path / "d2"), "--model_dir", str(tmp_path / "m2"),
               "--hidden_size", "33"])
-
-
-def test_the_demo_records_each_scripts_command_not_its_own():
-    """config.json's "command" (and so an export's model card) names the script the demo
-    stands in for, with its flags."""
-    import sys
-
-    from fine_tune import cli
-    from fine_tune.demo import run
-    before = list(sys.argv)
-    seen = run("run_fine_tune.py", cli.teacher_parser, lambda args: list(sys.argv),
-               "--experiment x --ptrain_ver b", "--exp_dir e")
-    assert seen == ["run_fine_tune.py", "--experiment", "x", "--ptrain_ver", "b", "--exp_dir", "e"]
-    assert sys.argv == before

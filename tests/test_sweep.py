@@ -115,6 +115,10 @@ def test_plan_runs_in_order_with_results_and_a_second_run_does_nothing(workdir, 
         assert (folder / "model-6.pt").is_file(), name
         assert list(pd_read(folder / "results_dev_matched.csv")["step"]) == [3, 6]
         config = json.loads((folder / "config.json").read_text())
+        script = "run_fine_tune.py" if name == "teacher" else \
+            "run_lad_distil.py" if name.startswith("LAD") else "run_pkd_distill.py"
+        # config.json records the command the sweep ran, as a user would type it
+        assert config["command"].startswith(f"{ROOT / script} --experiment {name} ")
         if name != "teacher":  # each student started after its teacher's last checkpoint
             assert config["seed"] == int(name[-1])
             assert (folder / "config.json").stat().st_mtime >= (teacher / "model-6.pt").stat().st_mtime
