@@ -10,6 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The tests are offline: a hub name fails at once instead of after the hub's retries
+# (every script the tests start inherits this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 # `make test` runs the suite in two pytest-xdist workers, one per core: each worker, and
 # every script it starts, computes on one thread (two threads per worker would make four
 # on two cores, which slows torch several times).
