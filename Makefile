@@ -1,4 +1,4 @@
-# Quick start: `make demo` (toy pipeline on CPU, < 5 min) and `make test`.
+# Quick start: `make demo` (the toy pipeline on the CPU as a sweep of plans/demo.toml) and `make test`.
 # Then either `source .venv/bin/activate` (so `python` is the project's) or call
 # `.venv/bin/python run_...` directly.
 PYTHON ?= python3
