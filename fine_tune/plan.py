@@ -46,13 +46,12 @@ SCRIPTS = {
     "generate_test_prediction.py": (cli.predict_parser, "predict"),
 }
 NOT_FLAGS = ("script", "gpus", "search")  # keys of a [[run]] table that are the sweep's own
-# Flags whose change does not make a finished experiment another run (those of --resume),
-# and values the scripts derive (a student's max_seq_len from its teacher, steps from
-# --epoch, a local --ptrain_ver made absolute).
-IGNORED_WHEN_COMPARING = {"resume", "overwrite", "log_step", "ckpt_step", "device_id",
-                          "tdevice_id", "gate_device_id", "data_dir", "exp_dir", "command",
-                          "eval_during_training", "eval_batch_size", "keep_checkpoints", "tf32",
-                          "compile", "method", "world_size", "ptrain_ver"}
+# Flags whose change does not make a finished experiment another run: those --resume
+# accepts changed, and --ptrain_ver (recorded made absolute). Values the scripts derive
+# (a student's max_seq_len, steps from --epoch) are None in the plan, so not compared.
+def ignored_when_comparing() -> set:
+    from fine_tune.experiment import RESUMABLE_CHANGES
+    return RESUMABLE_CHANGES | {"world_size", "ptrain_ver"}
 
 
 @cache
@@ -505,12 +504,9 @@ def _differences(planned: dict, config: dict) -> list[str]:
     """Flags the plan sets otherwise than the experiment's config.json (None: derived by
     the script, not compared)."""
     from fine_tune.experiment import _jsonable
-    differences = []
+    differences, ignored = [], ignored_when_comparing()
     for key, value in sorted(planned.items()):
-        if key in IGNORED_WHEN_COMPARING or value is None or key not in config:
-            continue
-        if key in ("total_step", "warmup_step", "gate_total_step", "gate_warmup_step") and \
-                planned.get(key.replace("total_step", "epoch").replace("warmup_step", "warmup_rate")) is not None:
+        if key in ignored or value is None or key not in config:
             continue
         if _jsonable(value) != config[key]:
             differences.append(f"--{key} {config[key]!r} there, {value!r} planned")
