@@ -4,7 +4,7 @@ that follows the authors' published approach.
     python bench/bench_train.py --size small            # seconds on a CPU
     python bench/bench_train.py --size seed --device_id 0 --amp bf16
 
-Each measurement runs the project's real training step (`fine_tune.trainer.training_step`)
+Each measurement runs the project's real training step (`fine_tune.training.training_step`)
 on random-weight models of the chosen size, with token ids from the demo data set. For
 LAD it also runs, in the same process and on the same inputs, a baseline step written the
 way the authors' code (IKMLab/LAD, transformers 3.3.1) works: the teacher's and the
@@ -47,8 +47,8 @@ from fine_tune.lad import (GatedObjective, lad_no_targets, lad_targets,  # noqa:
                            partial_lad_targets)
 from fine_tune.modeling import build_classifier, load_tokenizer, resolve_device  # noqa: E402
 from fine_tune.pkd import PKDObjective  # noqa: E402
-from fine_tune.trainer import (FineTuning, TrainingRun, accumulate_gradients,  # noqa: E402
-                               make_groups, training_step)
+from fine_tune.training import (FineTuning, TrainingRun, accumulate_gradients,  # noqa: E402
+                                make_groups, training_step)
 
 SIZES = {  # teacher layers / width / heads / ffn, student layers, batch, length, vocabulary
     "tiny": dict(teacher_layers=4, d_model=32, heads=2, d_ff=64, student_layers=2,

@@ -23,8 +23,8 @@ from fine_tune.modeling import (ATTENTION, build_classifier, device_id, load_arc
                                 set_matmul_precision)
 from fine_tune.settings import derive
 from fine_tune.teacher import save_tokenizer
-from fine_tune.trainer import (Objective, TrainingRun, check_padding, check_training_args,
-                               train, training_data)
+from fine_tune.training import (Objective, TrainingRun, check_padding, check_training_args,
+                                train, training_data)
 
 
 class DistillationObjective(Objective):

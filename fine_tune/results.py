@@ -36,7 +36,7 @@ from fine_tune.errors import UserError
 from fine_tune.glue import get_task
 from fine_tune.io import first_line
 
-# The training log's table in each experiment folder (fine_tune.trainer writes it).
+# The training log's table in each experiment folder (fine_tune/training/log.py writes it).
 TRAIN_LOG = "train_log.csv"
 PREDICTIONS = "eval_predictions"
 STORE_LOCK = ".results.lock"

@@ -8,7 +8,7 @@ always wins. The parsers (fine_tune.cli) resolve them as they parse, so every ca
 - QNLI, QQP, SST-2, MRPC, RTE: the authors' per-task scripts (IKMLab/LAD,
   scripts/tune_<task>_teacher.sh and scripts/<task>.sh; README.md, 'Other GLUE tasks').
   Their teachers count steps; their students count epochs and a warmup rate, which
-  resolve_schedule (fine_tune.trainer) turns into steps once the data is read.
+  resolve_schedule (fine_tune.training.schedule) turns into steps once the data is read.
 - CoLA, STS-B, WNLI (neither repository has settings for them): our choice, untuned.
   Teachers: the recipe of transformers' run_glue example (lr 2e-5, batch 32, 3 epochs;
   5 for WNLI) with BERT's 10% warmup, as steps on GLUE's row counts; students: RTE's

@@ -12,8 +12,8 @@ from fine_tune.heads import head_of
 from fine_tune.modeling import (check_max_seq_len, check_tokenizer, device_id,
                                 load_pretrained_classifier, load_tokenizer, set_matmul_precision)
 from fine_tune.settings import derive
-from fine_tune.trainer import (FineTuning, TrainingRun, check_padding, check_training_args,
-                               train, training_data)
+from fine_tune.training import (FineTuning, TrainingRun, check_padding, check_training_args,
+                                train, training_data)
 
 
 def fine_tune_teacher(args) -> None:

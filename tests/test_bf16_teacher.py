@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForSequenceClassification
 
 from fine_tune.modeling import prepared_attention_mask
-from fine_tune.trainer import FineTuning, TrainingRun
+from fine_tune.training import FineTuning, TrainingRun
 
 CPU = torch.device("cpu")
 LAYERS = 12

@@ -74,7 +74,7 @@ def test_a_cuda_training_step_is_fused_in_bf16_and_never_waits_for_the_host(work
     from fine_tune.distillation import load_teacher
     from fine_tune.lad import GatedObjective, lad_targets
     from fine_tune.modeling import build_classifier, load_tokenizer
-    from fine_tune.trainer import TrainingRun, make_groups, training_step
+    from fine_tune.training import TrainingRun, make_groups, training_step
 
     cuda = torch.device("cuda", 0)
     args = argparse.Namespace(

@@ -155,7 +155,7 @@ def test_teacher_is_frozen_and_gets_no_gradient(work):
     from fine_tune.distillation import load_teacher
     from fine_tune.lad import GatedObjective, lad_targets
     from fine_tune.modeling import build_classifier, load_tokenizer
-    from fine_tune.trainer import TrainingRun, make_groups, training_step
+    from fine_tune.training import TrainingRun, make_groups, training_step
 
     optimiser = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=1.0,
                      total_step=10, warmup_step=0)

@@ -13,8 +13,9 @@ from fine_tune.alp import ALPObjective
 from fine_tune.lad import GatedObjective, lad_targets, partial_lad_targets
 from fine_tune.modeling import build_classifier, prepared_attention_mask
 from fine_tune.settings import Settings
-from fine_tune.trainer import (OptimizerSettings, TrainableGroup, TrainingRun,
-                               accumulate_gradients, loss_terms, make_groups, training_step)
+from fine_tune.training import (OptimizerSettings, TrainableGroup, TrainingRun,
+                                accumulate_gradients, make_groups, training_step)
+from fine_tune.training.loop import loss_terms
 from test_trainer import model_and_data
 
 CPU = torch.device("cpu")

@@ -75,7 +75,7 @@ def set_scores(folder, split, scores: dict):
 def test_pruning_keeps_the_stores_best_on_the_dev_split_whatever_the_flags(trained):
     """Defects 1 and 3: a resume without --eval_during_training pruned the best; pruning
     protected the first --eval_during_training split's best, not dev_matched's."""
-    from fine_tune.trainer import prune_checkpoints
+    from fine_tune.training.checkpoints import prune_checkpoints
     folder = folder_of(trained)
     evaluate()
     evaluate(split="dev_mismatched")

@@ -28,17 +28,17 @@ LAD = """--tmodel bert --teacher_exp teacher_base --tckpt 14 --experiment LAD --
 HOOK = r"""
 import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
-import fine_tune.io, fine_tune.trainer as trainer
+import fine_tune.io, fine_tune.training.loop as trainer, fine_tune.training.optim as optim
 mode, arg, script = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "kill_after_step":
-    step, count = trainer.TrainableGroup.step, [0]
+    step, count = optim.TrainableGroup.step, [0]
     def killing_step(self):
         step(self)
         if self.name == "model":
             count[0] += 1
             if count[0] == int(arg):
                 os.kill(os.getpid(), signal.SIGKILL)
-    trainer.TrainableGroup.step = killing_step
+    optim.TrainableGroup.step = killing_step
 elif mode == "kill_during_save":
     replace = fine_tune.io.os.replace
     def killing_replace(src, dst):

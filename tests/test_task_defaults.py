@@ -142,7 +142,7 @@ def test_help_shows_the_values_per_task():
 
 
 def test_checks_before_the_data_is_read_skip_steps_not_yet_counted():
-    from fine_tune.trainer import check_training_args
+    from fine_tune.training import check_training_args
     base = dict(task="rte", dataset="train", batch_size=32, accum_step=1, lr=1e-4, gate_lr=1e-6,
                 **{f"{prefix}{name}": None for prefix in ("", "gate_")
                    for name in ("total_step", "warmup_step", "epoch", "warmup_rate", "beta1",

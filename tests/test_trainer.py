@@ -9,8 +9,8 @@ from fine_tune.data import load_tokenized
 from fine_tune.experiment import Experiment
 from fine_tune.glue import MNLI
 from fine_tune.modeling import load_pretrained_classifier, load_tokenizer
-from fine_tune.trainer import (BatchOrder, FineTuning, OptimizerSettings, TrainableGroup,
-                               TrainingRun, accumulate_gradients, train)
+from fine_tune.training import (BatchOrder, FineTuning, OptimizerSettings, TrainableGroup,
+                                TrainingRun, accumulate_gradients, train)
 
 
 def test_batch_order_visits_every_example_once_per_epoch():
@@ -152,7 +152,7 @@ def test_a_batch_smaller_than_accum_step_has_no_empty_micro_batches(workdir):
 
 def test_gate_warmup_is_checked_against_the_schedule_it_falls_back_to():
     from fine_tune.errors import UserError
-    from fine_tune.trainer import check_training_args
+    from fine_tune.training import check_training_args
     args = argparse.Namespace(task="mnli", dataset="train", num_class=3, batch_size=32, accum_step=1, lr=1e-4,
                               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, max_norm=1.0,
                               total_step=100, warmup_step=10, gate_lr=1e-6, gate_beta1=0.9,

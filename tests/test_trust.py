@@ -24,7 +24,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.lad import distil_lad, distil_partial_lad
 from fine_tune.settings import Settings
 from fine_tune.teacher import fine_tune_teacher
-from fine_tune import trainer
+from fine_tune.training import loop as trainer, optim
 
 TEACHER = ("--experiment teacher_base --model bert --ptrain_ver tiny-bert --task mnli --dataset train "
            "--num_class 3 --batch_size 16 --ckpt_step 5 --log_step 2 --lr 1e-3 --max_seq_len 64 "
@@ -171,19 +171,19 @@ def test_interrupt_names_the_step_and_resume_keeps_evaluation_points(here, monke
     """Ctrl-C at step 7: the message says --resume continues from step 5; evaluation points
     logged meanwhile survive the resume, which adds no empty event file."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    step, count = trainer.TrainableGroup.step, [0]
+    step, count = optim.TrainableGroup.step, [0]
 
     def interrupted_step(self):
         step(self)
         count[0] += 1
         if count[0] == 7:
             raise KeyboardInterrupt
-    monkeypatch.setattr(trainer.TrainableGroup, "step", interrupted_step)
+    monkeypatch.setattr(optim.TrainableGroup, "step", interrupted_step)
     with pytest.raises(Interrupted, match=r"^training of teacher_base_bert_mnli stopped at step 7 "
                                           r"of 10; to continue from step 5 \(its last checkpoint\), "
                                           r"run the same command with --resume$"):
         teacher()
-    monkeypatch.setattr(trainer.TrainableGroup, "step", step)
+    monkeypatch.setattr(optim.TrainableGroup, "step", step)
     evaluate_checkpoints(cli.eval_parser().parse_args(flags(EVAL)))
     # TensorBoard reads a folder's event files in name order, whose first key is the second
     # the file was made; a real resume is a new process, started later. Here, same process:
@@ -224,14 +224,15 @@ def test_ctrl_c_through_the_script_says_how_to_resume(here):
 def test_resume_restores_random_states_by_role_and_refits_the_optimiser(here, capsys):
     """A state saved on a GPU (by role) or by CUDA index (older runs) resumes on a machine
     without one: a note, no IndexError; a fused AdamW state loads as an unfused one on the CPU."""
-    from fine_tune.trainer import FineTuning, TrainableGroup, TrainingRun, set_rng_state
+    from fine_tune.training import FineTuning, TrainableGroup, TrainingRun
+    from fine_tune.training.state import set_rng_state
     run = TrainingRun(None, None, torch.nn.Linear(2, 2), torch.device("cpu"), FineTuning(), None)
     base = {"torch": torch.get_rng_state(), "python": __import__("random").getstate(),
             "numpy": __import__("numpy").random.get_state()}
     set_rng_state(run, base | {"cuda_by_role": {"student": torch.zeros(16, dtype=torch.uint8)}})
     assert "the student now runs on another kind of device" in capsys.readouterr().out
     set_rng_state(run, base | {"cuda": [torch.zeros(16, dtype=torch.uint8)] * 2})  # no IndexError
-    settings = trainer.OptimizerSettings(1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, 10, 1)
+    settings = optim.OptimizerSettings(1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, 10, 1)
     group = TrainableGroup("model", run.model, settings)
     state = group.state_dict()
     for saved in state["optimizer"]["param_groups"]:
@@ -331,7 +332,7 @@ def test_damaged_experiment_configs(trained, damage, script, expected):
 
 
 def test_interrupt_before_the_first_checkpoint(here, monkeypatch):
-    monkeypatch.setattr(trainer.TrainableGroup, "step", lambda self: (_ for _ in ()).throw(
+    monkeypatch.setattr(optim.TrainableGroup, "step", lambda self: (_ for _ in ()).throw(
         KeyboardInterrupt))
     with pytest.raises(Interrupted, match=r"stopped at step 1 of 10, before its first checkpoint; "
                                           r"the same command with --resume starts again from step 0$"):

@@ -1,0 +1,112 @@
+"""Optimiser groups: AdamW (fused where the parameters' device has the kernel), the linear
+warmup/decay schedule, and gradient-norm clipping (per gate for LAD), for the model and,
+when a method has parameters of its own, for them as a second group."""
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+if TYPE_CHECKING:
+    from fine_tune.training.run import TrainingRun
+
+
+@dataclass
+class OptimizerSettings:
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    max_norm: float
+    total_step: int
+    warmup_step: int
+
+    @classmethod
+    def from_args(cls, args, prefix: str = "") -> "OptimizerSettings":
+        """Reads --lr ... or --gate_lr ...; a gate schedule left unset follows the model's."""
+        def get(name):
+            value = getattr(args, prefix + name)
+            return getattr(args, name) if value is None else value
+        return cls(**{name: get(name) for name in cls.__dataclass_fields__})
+
+
+class TrainableGroup:
+    """Parameters trained together: AdamW without decay on biases and LayerNorm, a
+    linear warmup/decay schedule, and gradient-norm clipping."""
+
+    def __init__(self, name: str, module: nn.Module, settings: OptimizerSettings,
+                 clip_units: list[list] | None = None):
+        self.name, self.settings = name, settings
+        no_decay = {id(p) for m in module.modules() if isinstance(m, nn.LayerNorm)
+                    for p in m.parameters(recurse=False)}
+        no_decay |= {id(p) for n, p in module.named_parameters() if n.endswith("bias")}
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.clip_units = clip_units or [self.params]
+        groups = [
+            {"params": [p for p in self.params if id(p) not in no_decay],
+             "weight_decay": settings.weight_decay},
+            {"params": [p for p in self.params if id(p) in no_decay], "weight_decay": 0.0},
+        ]
+        self.fused = all(p.is_cuda for p in self.params) or None  # fused kernels on CUDA only
+        # Which clip unit each parameter belongs to, for clipping all units in one pass.
+        self._unit_of = torch.tensor([u for u, unit in enumerate(self.clip_units) for _ in unit],
+                                     device=self.params[0].device if self.params else None)
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
+            fused=self.fused)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, settings.warmup_step, settings.total_step)
+        self.grad_norm = torch.zeros(())
+
+    def step(self) -> None:
+        if len(self.clip_units) == 1:
+            self.grad_norm = nn.utils.clip_grad_norm_(self.clip_units[0], self.settings.max_norm)
+        else:
+            self.grad_norm = self._clip_each_unit()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _clip_each_unit(self):
+        """clip_grad_norm_ on each unit (LAD: each gate) on its own, as the authors do, but
+        for all units at once: a fixed handful of (foreach) ops instead of a handful per
+        gate. Returns the norm over all units."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p)
+                 for unit in self.clip_units for p in unit]
+        norms = torch.stack(torch._foreach_norm(grads))  # one norm per tensor
+        sizes = {len(unit) for unit in self.clip_units}
+        if len(sizes) == 1:  # (LAD's gates: equal units; a fixed, deterministic order)
+            units = torch.linalg.vector_norm(norms.view(len(self.clip_units), -1), dim=1)
+        else:
+            units = torch.zeros(len(self.clip_units), device=norms.device, dtype=norms.dtype)
+            units = units.index_add(0, self._unit_of, norms.square()).sqrt()  # each unit's norm
+        scale = torch.clamp(self.settings.max_norm / (units + 1e-6), max=1.0)  # as clip_grad_norm_
+        torch._foreach_mul_(grads, scale[self._unit_of].unbind())  # (in place: p.grad)
+        return torch.linalg.vector_norm(units)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A saved optimiser records whether it was fused; the choice must follow the
+        device the parameters are on now (a GPU run resumed on the CPU, or the reverse)."""
+        optimizer = state["optimizer"]
+        optimizer = {**optimizer, "param_groups": [{**group, "fused": self.fused}
+                                                   for group in optimizer["param_groups"]]}
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def make_groups(run: "TrainingRun") -> list[TrainableGroup]:
+    """The model's optimiser group, and the objective's (LAD's gates) when it has parameters."""
+    args = run.args
+    groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
+    if any(p.requires_grad for p in run.objective.parameters()):
+        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
+                                     run.objective.clip_units()))
+    return groups
