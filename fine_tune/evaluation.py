@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from fine_tune import distributed
-from fine_tune.data import TokenizedSplit, load_tokenized, task_file
+from fine_tune.data import TokenizedSplit, load_tokenized, pad_multiple, task_file
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 from fine_tune.glue import get_task
@@ -36,7 +36,7 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
     outputs = torch.empty(len(data), model.config.num_labels, dtype=torch.float32)
     mine = order.split(batch_size)[distributed.rank()::distributed.world_size()]
     for rows in progress(mine, desc=desc, unit="batch", leave=False):
-        batch = data.batch(rows, trim=True)
+        batch = data.batch(rows, trim=True, multiple=pad_multiple(device))
         batch.pop("labels", None)
         with autocast([device], amp):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

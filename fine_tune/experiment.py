@@ -38,6 +38,9 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id"
                      "eval_during_training", "eval_batch_size", "keep_checkpoints",
                      "tf32", "compile",  # (rounding, not the run)
                      "method"}  # (recorded by the scripts, not a flag; older runs lack it)
+# Flags added after experiments were first recorded, with the value that reproduces what
+# those experiments did: a config.json without the flag resumes as if it had that value.
+LATER_FLAGS = {"group_by_length": False}
 
 
 def _load(path: Path, weights_only: bool, fix: str):
@@ -231,7 +234,7 @@ class Experiment:
             raise UserError(f"--resume with {now} process{'es' * (now > 1)}, but {self.name} was "
                             f"trained by {used}: resume it with {how}; the data order and "
                             "random states were saved for that many")
-        saved = saved | {"world_size": used}
+        saved = LATER_FLAGS | saved | {"world_size": used}
         shown = lambda value: "(default)" if value is None else repr(value)  # noqa: E731
         changed = [f"--{key} {shown(saved.get(key))} -> {shown(value)}"
                    for key, value in sorted(config.items())

@@ -153,13 +153,21 @@ def test_submission_file(teacher, dataset, filename, rows):
     assert {line.split("\t")[1] for line in lines[1:]} <= set(LABELS)
 
 
-def test_bf16_and_dynamic_padding_flags_through_the_scripts(workdir):
+def test_bf16_dynamic_padding_and_length_grouping_through_the_scripts(workdir):
     from conftest import seed_flags
+    refused = run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=3), "--group_by_length",
+                         cwd=workdir, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: --group_by_length only saves time when batches are cut to their longest row: add "
+        "--dynamic_padding, or leave --group_by_length out")
+    assert not (workdir / "exp").exists()
     run_script("run_fine_tune.py", *seed_flags(TEACHER, total_step=3, ckpt_step=3, warmup_step=1),
-               "--amp", "bf16", "--dynamic_padding", cwd=workdir)
+               "--amp", "bf16", "--dynamic_padding", "--group_by_length", cwd=workdir)
     folder = workdir / "exp" / "teacher_base_bert_mnli"
     config = json.loads((folder / "config.json").read_text())
     assert config["amp"] == "bf16" and config["dynamic_padding"] is True
+    assert config["group_by_length"] is True
     state = torch.load(folder / "model-3.pt", weights_only=True)
     assert all(v.dtype != torch.bfloat16 for v in state.values())  # fp32 master weights
     run_script("generate_test_prediction.py", *flags("""--experiment teacher_base --model bert

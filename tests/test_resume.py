@@ -141,6 +141,20 @@ def test_resume_refuses_changed_settings(workdir):
     assert result.returncode == 2 and "pass one" in result.stderr
 
 
+def test_a_run_recorded_before_a_flag_existed_resumes_with_its_old_value(tmp_path):
+    """config.json of an experiment trained before --group_by_length existed has no such
+    key: resuming with the flag off (what it did) is accepted, with it on refused."""
+    base = {"task": "mnli", "max_seq_len": 32, "ptrain_ver": "x", "num_class": 3, "lr": 1.0}
+    experiment = Experiment(tmp_path, "old", "bert", "mnli")
+    with experiment.training(base, overwrite=False):
+        experiment.save_checkpoint({"w": torch.ones(3)}, 5)
+    with experiment.training(base | {"group_by_length": False}, overwrite=False, resume=True):
+        pass
+    with pytest.raises(UserError, match=r"--group_by_length False -> True"):
+        with experiment.training(base | {"group_by_length": True}, overwrite=False, resume=True):
+            pass
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
     work = workdir
     result = run_hooked("nan_at_step", 7, "run_fine_tune.py", seed_flags(TEACHER, log_step=100), work)

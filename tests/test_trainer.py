@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fine_tune.data import load_tokenized
+from fine_tune.errors import Interrupted
 from fine_tune.experiment import Experiment
 from fine_tune.glue import MNLI
 from fine_tune.modeling import load_pretrained_classifier, load_tokenizer
@@ -33,6 +34,29 @@ def test_batch_order_state_continues_the_same_sequence():
     resumed.load_state_dict(order.state_dict())
     for _ in range(5):
         assert torch.equal(order.next_batch(), resumed.next_batch())
+
+
+def test_group_by_length_sorts_runs_of_50_batches_and_keeps_the_state_small():
+    from fine_tune.training.order import GROUPED_BATCHES
+    lengths = torch.randint(5, 120, (1003,), generator=torch.Generator().manual_seed(0)).short()
+    grouped, plain = BatchOrder(1003, 4, seed=3, lengths=lengths), BatchOrder(1003, 4, seed=3)
+    for epoch in range(2):
+        batches = [grouped.next_batch() for _ in range(251)]  # 250 full batches and one of 3
+        assert [len(b) for b in batches[-2:]] == [4, 3]
+        rows = torch.cat(batches)
+        assert sorted(rows.tolist()) == list(range(1003))  # each row once per epoch
+        shuffled = torch.cat([plain.next_batch() for _ in range(251)])
+        for start in range(0, 1003, GROUPED_BATCHES * 4):  # each run: the shuffle's rows, sorted
+            run, same = rows[start:start + 200], shuffled[start:start + 200]
+            assert sorted(run.tolist()) == sorted(same.tolist())
+            assert torch.all(lengths[run][:-1] >= lengths[run][1:])
+    # batches cut to their longest row carry far less padding
+    width = lambda order: sum(int(lengths[order.next_batch()].max()) for _ in range(250))  # noqa: E731
+    assert width(BatchOrder(1003, 4, 0, lengths)) < 0.8 * width(BatchOrder(1003, 4, 0))
+    resumed = BatchOrder(1003, 4, seed=3, lengths=lengths)
+    resumed.load_state_dict(grouped.state_dict())
+    for _ in range(300):  # across the epoch's end
+        assert torch.equal(grouped.next_batch(), resumed.next_batch())
 
 
 def test_no_weight_decay_on_biases_and_layer_norm():
@@ -103,6 +127,85 @@ def test_training_writes_checkpoints_that_differ_from_the_start(workdir):
     assert torch.equal(final["classifier.weight"], model.classifier.weight)
     assert not torch.equal(final["classifier.weight"], start)
     assert not torch.equal(experiment.load_checkpoint(2)["classifier.weight"], final["classifier.weight"])
+
+
+def _optimiser_steps(fused: bool, monkeypatch, steps=3):
+    """`steps` AdamW steps (two decay groups, clipping, warmup schedule) of a small module
+    under seeded gradients, with the fused kernel or PyTorch's for-loop AdamW."""
+    from fine_tune.training import optim
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.Linear(32, 3))
+    settings = OptimizerSettings(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                                 max_norm=1.0, total_step=10, warmup_step=2)
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(optim, "fused_kernels", lambda params: None)  # the old choice on a CPU
+        group = TrainableGroup("model", module, settings)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in module.parameters():
+            p.grad = torch.randn(p.shape, generator=generator)
+        group.step()
+    return module, group
+
+
+def test_fused_adamw_on_the_cpu_equals_the_for_loop_adamw(monkeypatch):
+    fused, fused_group = _optimiser_steps(True, monkeypatch)
+    loop, loop_group = _optimiser_steps(False, monkeypatch)
+    assert all(g["fused"] for g in fused_group.optimizer.param_groups)
+    assert not any(g["fused"] for g in loop_group.optimizer.param_groups)
+    start = _optimiser_steps(True, monkeypatch, steps=0)[0]
+    for a, b, s in zip(fused.parameters(), loop.parameters(), start.parameters()):
+        assert not torch.equal(a, s)  # the steps moved the weights
+        assert (a - b).abs().max() < 1e-6
+
+
+def test_an_experiment_saved_with_the_for_loop_optimiser_resumes_fused(workdir, monkeypatch):
+    """train_state.pt written before AdamW was fused on the CPU (fused: None, step counts as
+    CPU scalars) resumes with the fused kernel, and ends where an uninterrupted run of the
+    old optimiser ends, within 1e-6."""
+    from fine_tune.training import optim
+    args = argparse.Namespace(batch_size=8, accum_step=1, lr=1e-3, beta1=0.9, beta2=0.999,
+                              eps=1e-8, weight_decay=0.01, max_norm=1.0, total_step=4,
+                              warmup_step=1, log_step=2, ckpt_step=2, seed=0, resume=False)
+    data = model_and_data(workdir, 32)[1]
+
+    def run(name, resume, fused, stop_before=None):
+        model = model_and_data(workdir, 32)[0]
+        experiment = Experiment(workdir / "exp", name, "bert", "mnli")
+        step, count = optim.TrainableGroup.step, [0]
+
+        def stopping_step(group):  # Ctrl-C before update `stop_before`
+            count[0] += 1
+            if count[0] == stop_before:
+                raise KeyboardInterrupt
+            step(group)
+        with monkeypatch.context() as patch:
+            patch.setattr(optim.TrainableGroup, "step", stopping_step)
+            if not fused:
+                patch.setattr(optim, "fused_kernels", lambda params: None)
+            config = {"task": "mnli", "max_seq_len": 32, "num_class": 3, "total_step": 4,
+                      "ptrain_ver": str(workdir / "tiny-bert")}
+            with experiment.training(config, overwrite=False, resume=resume):
+                try:
+                    train(TrainingRun(argparse.Namespace(**vars(args) | {"resume": resume}),
+                                      experiment, model, torch.device("cpu"), FineTuning(), data))
+                except Interrupted:
+                    assert stop_before is not None
+        return experiment
+
+    old = run("old", False, fused=False)
+    resumed = run("resumed", False, fused=False, stop_before=3)  # killed after step 2's save
+    saved = torch.load(resumed.path / "train_state.pt", weights_only=False)
+    assert not any(g["fused"] for g in saved["optimizers"]["model"]["param_groups"])
+    assert resumed.checkpoint_steps() == [2]
+    run("resumed", True, fused=True)
+    state = torch.load(resumed.path / "train_state.pt", weights_only=False)
+    assert all(g["fused"] for g in state["optimizers"]["model"]["param_groups"])
+    expected, got = old.load_checkpoint(4), resumed.load_checkpoint(4)
+    assert not torch.equal(got["classifier.weight"], resumed.load_checkpoint(2)["classifier.weight"])
+    for name in expected:
+        assert (got[name] - expected[name]).abs().max() < 1e-6, name
 
 
 def test_dynamic_padding_gives_the_same_loss_and_gradients(workdir):

@@ -223,7 +223,7 @@ def test_ctrl_c_through_the_script_says_how_to_resume(here):
 
 def test_resume_restores_random_states_by_role_and_refits_the_optimiser(here, capsys):
     """A state saved on a GPU (by role) or by CUDA index (older runs) resumes on a machine
-    without one: a note, no IndexError; a fused AdamW state loads as an unfused one on the CPU."""
+    without one: a note, no IndexError; an unfused AdamW state loads as a fused one on the CPU."""
     from fine_tune.training import FineTuning, TrainableGroup, TrainingRun
     from fine_tune.training.state import set_rng_state
     run = TrainingRun(None, None, torch.nn.Linear(2, 2), torch.device("cpu"), FineTuning(), None)
@@ -236,11 +236,11 @@ def test_resume_restores_random_states_by_role_and_refits_the_optimiser(here, ca
     group = TrainableGroup("model", run.model, settings)
     state = group.state_dict()
     for saved in state["optimizer"]["param_groups"]:
-        saved["fused"] = True  # as written by a run on a GPU
+        saved["fused"] = None  # as written by a run before AdamW was fused on the CPU
     group.load_state_dict(state)
-    assert all(not g["fused"] for g in group.optimizer.param_groups)
+    assert all(g["fused"] for g in group.optimizer.param_groups)  # follows the device now
     run.model(torch.ones(1, 2)).sum().backward()
-    group.step()  # a fused step on CPU tensors would have been taken otherwise
+    group.step()
 
 
 # ---- evaluation ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fine_tune import distributed
+from fine_tune.data import pad_multiple
 from fine_tune.errors import Interrupted
 from fine_tune.modeling import autocast, prepared_attention_mask
 from fine_tune.training.checkpoints import evaluate_checkpoint, prune_checkpoints
@@ -34,7 +35,8 @@ from fine_tune.training.state import restore, save_train_state, save_weights
 def train(run: TrainingRun) -> None:
     args, experiment = run.args, run.experiment
     groups = make_groups(run)
-    order = BatchOrder(len(run.data), args.batch_size, args.seed)
+    order = BatchOrder(len(run.data), args.batch_size, args.seed,
+                       lengths=run.data.lengths if getattr(args, "group_by_length", False) else None)
     # (under torchrun every rank reads the state; a damaged file stops all with one line)
     start = distributed.agreed(lambda: restore(run, groups, order)) if getattr(args, "resume", False) else 0
     if start == 0 and distributed.rank() > 0:
@@ -139,7 +141,7 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     the matrix work runs in bf16 (the student's under autocast, the frozen teacher's in
     bf16 Linear weights, its hidden states fp32); the objectives compute losses and
     softmaxes in fp32."""
-    batch = run.data.batch(rows, trim=run.dynamic_padding)
+    batch = run.data.batch(rows, trim=run.dynamic_padding, multiple=pad_multiple(run.device))
     hidden = run.objective.needs_hidden_states
     with autocast(run.devices, run.amp):
         inputs = prepared_attention_mask(_to(batch, run.device))

@@ -32,6 +32,20 @@ class OptimizerSettings:
         return cls(**{name: get(name) for name in cls.__dataclass_fields__})
 
 
+def fused_kernels(params: list) -> bool | None:
+    """True when the parameters' device has PyTorch's fused AdamW kernel (CUDA, and the
+    CPU since torch 2.4) and multi-tensor ops; None (PyTorch's default choice) otherwise,
+    e.g. for parameters spread over several devices."""
+    devices = {p.device.type for p in params}
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        supported = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # (a private helper: if it moves, trust the two devices we test)
+        supported = {"cuda", "cpu"}
+    floating = all(p.is_floating_point() for p in params)
+    return (len(devices) == 1 and devices <= supported and floating) or None
+
+
 class TrainableGroup:
     """Parameters trained together: AdamW without decay on biases and LayerNorm, a
     linear warmup/decay schedule, and gradient-norm clipping."""
@@ -49,7 +63,10 @@ class TrainableGroup:
              "weight_decay": settings.weight_decay},
             {"params": [p for p in self.params if id(p) in no_decay], "weight_decay": 0.0},
         ]
-        self.fused = all(p.is_cuda for p in self.params) or None  # fused kernels on CUDA only
+        # AdamW's fused kernel updates every tensor in one pass; the default for-loop
+        # implementation dispatches about six ops per tensor (a 6-layer 384-wide BERT,
+        # 105 tensors: 126 ms a step against 27 ms on 2 CPU cores, bench/README.md).
+        self.fused = fused_kernels(self.params)
         # Which clip unit each parameter belongs to, for clipping all units in one pass.
         self._unit_of = torch.tensor([u for u, unit in enumerate(self.clip_units) for _ in unit],
                                      device=self.params[0].device if self.params else None)
@@ -62,7 +79,9 @@ class TrainableGroup:
 
     def step(self) -> None:
         if len(self.clip_units) == 1:
-            self.grad_norm = nn.utils.clip_grad_norm_(self.clip_units[0], self.settings.max_norm)
+            # (foreach: the norms and the scaling as two multi-tensor ops, not two per tensor)
+            self.grad_norm = nn.utils.clip_grad_norm_(self.clip_units[0], self.settings.max_norm,
+                                                      foreach=self.fused)
         else:
             self.grad_norm = self._clip_each_unit()
         self.optimizer.step()

@@ -36,6 +36,9 @@ def check_training_args(args) -> None:
         has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
         raise UserError(f"--num_class {args.num_class} does not match --task {args.task}, which "
                         f"{has}; use --num_class {expected} (or leave it out)")
+    if getattr(args, "group_by_length", False) and not getattr(args, "dynamic_padding", False):
+        raise UserError("--group_by_length only saves time when batches are cut to their longest "
+                        "row: add --dynamic_padding, or leave --group_by_length out")
     if args.batch_size % args.accum_step:
         raise UserError(f"--batch_size {args.batch_size} is not divisible by --accum_step "
                         f"{args.accum_step}; the effective batch is --batch_size, split into "
