@@ -51,13 +51,50 @@ def workdir(assets, tmp_path):
 
 
 def run_script(script: str, *flags, cwd, check=True) -> subprocess.CompletedProcess:
-    """Run a real entry script of the project, as a user would."""
+    """Run a real entry script of the project, as a user would, and return its exit status,
+    stdout and stderr. By default in this process: runpy runs the very script (its
+    `__main__`, its flag parsing, its one-line errors and exit status through SystemExit;
+    an exception that would escape is printed as the interpreter would, with status 1),
+    which spares each call the 5-10 s of importing torch and transformers again. What
+    only a new process can show (imports at start-up, signals, torchrun) is tested with
+    subprocesses of its own. FINE_TUNE_TEST_SUBPROCESS=1 runs every call in a new process."""
+    if os.environ.get("FINE_TUNE_TEST_SUBPROCESS") != "1":
+        result = _run_in_process(script, flags, cwd)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
     result = subprocess.run([sys.executable, str(ROOT / script), *map(str, flags)], cwd=cwd,
                             capture_output=True, text=True, env=env, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def _run_in_process(script: str, flags, cwd) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import runpy
+    import traceback
+    argv, here, saved_argv = [str(ROOT / script), *map(str, flags)], os.getcwd(), sys.argv
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    try:
+        os.chdir(cwd)
+        sys.argv = argv
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+            except BaseException:  # as the interpreter reports an escaping exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(here)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def scores(path):
