@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 # (no torch or transformers before the flags are parsed: --help and flag errors answer at once)
 from fine_tune.cli import new_parser, non_negative_int, positive_int  # noqa: E402
 from fine_tune.glue import TASKS_BY_NAME, get_task  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 DEFAULTS = dict(d_model=256, heads=4, d_ff=1024, batch_size=64, rows=0)
 SMOKE = dict(d_model=32, heads=2, d_ff=64, batch_size=16, rows=48)
@@ -181,14 +182,7 @@ def check_export_dir(path) -> Path:
 def machine_info() -> dict:
     import torch
     import transformers
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

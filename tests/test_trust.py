@@ -7,6 +7,7 @@ import fcntl
 import pty
 import re
 import struct
+import signal
 import subprocess
 import sys
 import termios
@@ -207,12 +208,15 @@ def test_ctrl_c_through_the_script_says_how_to_resume(here):
     """A real SIGINT while the script trains (seen from its plain log lines)."""
     command = [sys.executable, str(ROOT / "run_fine_tune.py"),
                *seed_flags(TEACHER, total_step=100000, ckpt_step=3, log_step=1)]
+    # (a shell's background job, e.g. `make test &`, inherits SIGINT ignored, and so would
+    # the script: it gets Ctrl-C's default disposition back, as in a terminal)
     process = subprocess.Popen(command, cwd=here, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                               text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if " step 4/100000 " in line:
             break
-    process.send_signal(2)
+    process.send_signal(signal.SIGINT)
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130
     last = rest.strip().splitlines()[-1]
