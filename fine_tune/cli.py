@@ -262,7 +262,8 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
                             "and tensorboard points as run_fine_tune_eval.py; training itself is "
                             "unchanged (default: no evaluation during training)")
     group.add_argument("--eval_batch_size", type=positive_int, default=512,
-                       help="examples per forward pass of --eval_during_training")
+                       help="examples per forward pass of --eval_during_training on a GPU (on the "
+                            "CPU at most 32, as for run_fine_tune_eval.py --batch_size)")
     group.add_argument("--keep_checkpoints", type=positive_int, default=None, metavar="N",
                        help="keep only the N most recent checkpoints, plus the best one: the "
                             "best first metric of the task on its dev split (MNLI: dev_matched) "
@@ -416,7 +417,8 @@ def add_eval_args(parser, splits, batch_size=512, tasks=TRAINABLE_TASKS):
                             + "; the other tasks: " + ", ".join(s for s in splits if "_" not in s)
                             + ")")
     group.add_argument("--batch_size", type=positive_int, default=batch_size,
-                       help="examples per forward pass")
+                       help="examples per forward pass on a GPU; on the CPU at most 32, where "
+                            "larger passes only run slower (the outputs are the same)")
     add_amp_arg(group, training=False)
     add_device_arg(group)
     return group

@@ -286,3 +286,19 @@ def test_training_step_has_no_host_synchronising_ops(workdir):
         accumulate_gradients(run, torch.arange(8), 2)
     ops = {event.key for event in trace.key_averages()}
     assert not ops & {"aten::item", "aten::is_nonzero", "aten::_local_scalar_dense"}, ops
+
+
+def test_cpu_evaluation_passes_at_most_32_rows_with_the_same_logits(workdir):
+    """--batch_size 512 on the CPU: forward passes of at most 32 rows (faster there), the
+    logits those of small batches up to float rounding."""
+    from fine_tune.evaluation import CPU_ROWS_PER_PASS, predict
+    model, data = model_and_data(workdir, max_seq_len=32)
+    sizes = []
+    hook = model.register_forward_hook(lambda module, args, kwargs, out: sizes.append(
+        len(kwargs["input_ids"])), with_kwargs=True)
+    large = predict(model, data, 512, torch.device("cpu"))
+    hook.remove()
+    assert CPU_ROWS_PER_PASS == 32 and len(data) > 32
+    assert max(sizes) == 32 and sum(sizes) == len(data)
+    small = predict(model, data, 5, torch.device("cpu"))
+    assert abs(large - small).max() < 1e-5
