@@ -1,5 +1,8 @@
 """Download GLUE tasks into <data_dir>/<folder> and check every file before using it.
 
+Two sources (--source): GLUE's own addresses (below), or the Hugging Face hub's copy
+(fine_tune.glue_hub), written out in the same layouts so everything downstream is one path.
+
 For MNLI, the same result as the seed's shell steps (wget MNLI.zip; unzip into
 data/fine_tune/; rm MNLI.zip); for the other tasks, what GLUE's own download script
 makes, from the same addresses (MRPC built from the MSR paraphrase files as that script
@@ -7,6 +10,7 @@ builds it). Nothing reaches <data_dir>/<folder> until every file has GLUE's layo
 row count, and a failed run leaves no zip, temporary folder or half-made task folder.
 
     python -m fine_tune.download [--task mnli|NAME|all] [--data_dir data/fine_tune]
+                                 [--source glue|hub|auto] [--hub_repo REPO] [--revision REV]
                                  [--url URL] [--force]
 """
 import argparse
@@ -16,12 +20,15 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fine_tune import glue_hub
 from fine_tune.cli import new_parser
 from fine_tune.data import EXPECTED_ROWS
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import LABELED_SPLITS, TASKS, TEST_SPLITS, get_task
+from fine_tune.glue_hub import HUB_REPO, HubRepo
 
 TIMEOUT_S = 60  # per socket operation, so a stalled server fails instead of hanging
 CHUNK_BYTES = 1 << 20
@@ -208,7 +215,55 @@ def move_into_place(new: Path, target: Path) -> None:
         old.unlink()
 
 
-def fetch_task(task, url: str, data_dir: Path, expected_rows: dict, force: bool) -> None:
+@dataclass(frozen=True)
+class GlueAddress:
+    """GLUE's own addresses (the task table's url), or --url's copy."""
+    url: str | None = None
+    fix = "pass --url of a correct copy"
+
+    def fetch(self, task, work_dir: Path) -> tuple[Path, str]:
+        url = self.url or task.url
+        print(f"downloading {url}")
+        return FETCH[task.source](task, url, work_dir), url
+
+
+@dataclass(frozen=True)
+class Hub:
+    """A Hugging Face hub repository laid out as nyu-mll/glue, or a local copy of one."""
+    repo: HubRepo = HubRepo()
+    fix = "pass --hub_repo or --revision of a correct copy"
+
+    def fetch(self, task, work_dir: Path) -> tuple[Path, str]:
+        print(f"getting {task.folder} from {self.repo.repo}"
+              + (f" at revision {self.repo.revision}" if self.repo.revision else ""))
+        return glue_hub.fetch(task, self.repo, work_dir)
+
+
+def fetch_verified(source, task, work_dir: Path, expected_rows: dict) -> tuple:
+    """(folder, where it came from, {split: rows}) once every file has GLUE's layout and
+    row count; a source listing several (--source auto) tries them in turn."""
+    if isinstance(source, tuple):
+        failures = []
+        for number, each in enumerate(source):
+            attempt = work_dir / str(number)
+            attempt.mkdir()
+            try:
+                return fetch_verified(each, task, attempt, expected_rows)
+            except UserError as error:
+                failures.append(str(error))
+                if number + 1 < len(source):
+                    print(f"that failed ({error}); trying the next source")
+        raise UserError(" and then: ".join(failures))
+    built, described = source.fetch(task, work_dir)
+    try:
+        counts = verify(built, task, expected_rows)
+    except BadData as problem:
+        raise UserError(f"{problem}: the download from {described} is truncated or not GLUE's "
+                        f"{task.folder}; try again or {source.fix}") from None
+    return built, described, counts
+
+
+def fetch_task(task, source, data_dir: Path, expected_rows: dict, force: bool) -> None:
     target = data_dir / task.folder
     if target.exists() and not force:
         try:
@@ -229,13 +284,7 @@ def fetch_task(task, url: str, data_dir: Path, expected_rows: dict, force: bool)
     # the final move is a rename on one file system and cleanup is a single removal.
     work_dir = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{task.folder}-download-"))
     try:
-        print(f"downloading {url}")
-        built = FETCH[task.source](task, url, work_dir)
-        try:
-            counts = verify(built, task, expected_rows)
-        except BadData as problem:
-            raise UserError(f"{problem}: the download is truncated or not GLUE's "
-                            f"{task.folder}; try again or pass --url of a correct copy") from None
+        built, described, counts = fetch_verified(source, task, work_dir, expected_rows)
         move_into_place(built, target)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -245,7 +294,21 @@ def fetch_task(task, url: str, data_dir: Path, expected_rows: dict, force: bool)
                     folder.rmdir()
                 except OSError:
                     break
-    print(f"{task.folder} is ready in {target} ({format_counts(counts)})")
+    print(f"{task.folder} is ready in {target} ({format_counts(counts)}), from {described}")
+
+
+def source_of(args):
+    """The --source settings as one source, or a tuple tried in turn (auto)."""
+    if args.source == "hub" and args.url:
+        raise UserError("--url names a copy of GLUE's own files: with --source hub give "
+                        "--hub_repo instead, or use --source glue or auto")
+    if args.source == "glue" and (args.hub_repo or args.revision):
+        raise UserError("--hub_repo and --revision apply to the hub: add --source hub "
+                        "(or auto)")
+    hub = Hub(HubRepo(args.hub_repo or HUB_REPO, args.revision))
+    hub.repo.check()
+    return {"glue": GlueAddress(args.url), "hub": hub,
+            "auto": (GlueAddress(args.url), hub)}[args.source]
 
 
 def main(args) -> None:
@@ -253,6 +316,7 @@ def main(args) -> None:
     if len(names) > 1 and (args.url or args.expected_rows):
         raise UserError("--url and --expected_rows name one task's copy: use them with "
                         "--task NAME, not --task all")
+    source = source_of(args)
     for name in names:
         task = get_task(name)
         expected = dict(task.rows)
@@ -262,7 +326,7 @@ def main(args) -> None:
                 raise UserError(f"--expected_rows lacks {', '.join(missing)}: give every split "
                                 f"of --task {name} ({', '.join(task.files)})")
             expected = {split: args.expected_rows[split] for split in task.files}
-        fetch_task(task, args.url or task.url, Path(args.data_dir), expected, args.force)
+        fetch_task(task, source, Path(args.data_dir), expected, args.force)
 
 
 def format_counts(counts: dict) -> str:
@@ -277,6 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the task to download, or all of them")
     parser.add_argument("--data_dir", default="data/fine_tune",
                         help="folder to put the task's folder in (MNLI/train.tsv, ...)")
+    parser.add_argument("--source", default="glue", choices=("glue", "hub", "auto"),
+                        help="where to get the files: glue, the addresses of GLUE's own download "
+                             "script (as the seed's wget does); hub, the Hugging Face hub's "
+                             f"parquet files ({HUB_REPO}, see --hub_repo), written out in GLUE's "
+                             "layouts with the columns the hub lacks (MNLI's genre and parses, "
+                             "...) left empty; auto, GLUE's address first and the hub if that "
+                             "fails, saying which was used")
+    parser.add_argument("--hub_repo", default=None,
+                        help="with --source hub/auto: the hub dataset repository laid out as "
+                             f"{HUB_REPO} (parquet files <config>/<split>-*.parquet), or a local "
+                             f"folder laid out that way, for mirrors (default {HUB_REPO}); "
+                             "huggingface_hub's cache, HF_HUB_OFFLINE, HF_ENDPOINT and login "
+                             "apply")
+    parser.add_argument("--revision", default=None,
+                        help="with --source hub/auto: the branch, tag or commit of --hub_repo to "
+                             "use; pin a commit for a paper (the commit used is printed and "
+                             f"recorded in <folder>/{glue_hub.RECORD}) (default: main)")
     parser.add_argument("--url", default=None,
                         help="where to get the task: a mirror or a local file:// URL of GLUE's "
                              "archive (AX: of AX.tsv; MRPC: of the folder holding "
