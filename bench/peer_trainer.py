@@ -145,6 +145,9 @@ def parse_args(argv=None):
                             "row rounded up to this multiple: by default 1, the collator's own "
                             "default; auto: what ours' --dynamic_padding rounds to on the CPU "
                             "(default %(default)s)")
+    train.add_argument("--ours_flags", default="",
+                       help="more flags for every run_fine_tune.py training run, e.g. "
+                            "--ours_flags=--unpad (our speed options; recorded in the JSON)")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--repeats", type=int, default=None,
                         help=f"rounds of (ours, Trainer) per pair, run in turn "
@@ -326,6 +329,7 @@ def run_ours(settings: dict, work: Path, name: str, grouped: bool, env: dict) ->
                "--seed", str(s["seed"]), "--dynamic_padding", "--device_id", "-1"]
     if grouped:
         command.append("--group_by_length")
+    command += s["ours_flags"].split()
     load = os.getloadavg()[0]
     seconds = run_logged(command, work / "logs" / f"{name}_ours.log", env,
                          f"run_fine_tune.py ({name})")
@@ -690,6 +694,8 @@ def table(report: dict) -> str:
                  f"weight decay {s['weight_decay']:g}, max length {s['max_seq_len']}, dynamic "
                  f"padding, dropout {s['dropout']:g}, seed {s['seed']}, CPU, "
                  f"{s['threads']} thread{'s' * (s['threads'] > 1)}")
+    if s.get("ours_flags"):
+        lines.append(f"  ours with {s['ours_flags']} (--ours_flags)")
     lines.append(f"training examples/s, steps {s['skip_steps'] + 1}-{s['steps']} "
                  f"(the first {s['skip_steps']} left out; no checkpoint, no evaluation inside)")
     trainer_run = next((r for p in report["pairs"] for r in (p.get("trainer") or [])), None)
@@ -806,7 +812,7 @@ def prepare(args, work: Path) -> dict:
             "dropout": hidden, "seed": args.seed, "threads": args.threads,
             "log_step": args.log_step, "skip_steps": args.skip_steps, "repeats": args.repeats,
             "eval_batch_size": args.eval_batch_size, "trainer_optim": args.trainer_optim,
-            "pad_multiple": args.pad_multiple,
+            "pad_multiple": args.pad_multiple, "ours_flags": args.ours_flags,
             "smoke": args.smoke}
 
 

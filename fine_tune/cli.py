@@ -254,6 +254,14 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
                             "sorted by length, so that --dynamic_padding cuts less padding (faster). "
                             "Off by default, as in the authors' code: it changes which rows share "
                             "a batch, hence the training. Needs --dynamic_padding")
+    group.add_argument("--unpad", action="store_true",
+                       help="run the trained model's token-wise layers (Linears, LayerNorms, "
+                            "dropout: nearly all of a step) on the batch's real tokens only, "
+                            "padding only around the attention product: faster by about the "
+                            "batch's padding fraction. The same model and loss; off by default "
+                            "because dropout then draws over fewer elements, so a run is not "
+                            "bit-identical to the authors'. Only for losses that read no pad "
+                            "position (as --dynamic_padding); not with --compile")
     add_amp_arg(group)
     group.add_argument("--eval_during_training", type=split_list, default=None,
                        metavar="SPLIT[,SPLIT]",

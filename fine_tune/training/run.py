@@ -1,6 +1,7 @@
 """`TrainingRun`: the parts of one run (settings, experiment folder, model, frozen
 teacher, objective, data, devices) and the wrappers the step calls them through: DDP under
-torchrun, torch.compile under --compile, bf16 weight copies under --amp bf16."""
+torchrun, torch.compile under --compile, bf16 weight copies under --amp bf16, the
+unpadded forward under --unpad."""
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from fine_tune.experiment import Experiment
 from fine_tune.modeling import bf16_teacher, compiled
 from fine_tune.training.objective import Objective
 from fine_tune.training.precision import Bf16Linears
+from fine_tune.unpad import unpad
 
 
 @dataclass
@@ -44,6 +46,8 @@ class TrainingRun:
             # forward then runs without autocast, which would otherwise cast every weight on
             # every step. Its LayerNorms and residual stream stay fp32: autocast's numerics.
             bf16_teacher(self.teacher)
+        if getattr(self.args, "unpad", False):
+            unpad(self.model)  # its forward only: parameters and state dict unchanged
         self.forward_model, self.ddp = self.model, None
         self.teacher_forward = compiled(self.teacher, self.args) if self.teacher is not None else None
         if distributed.active():

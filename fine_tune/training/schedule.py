@@ -15,6 +15,10 @@ def check_padding(args, objective: Objective) -> None:
     if getattr(args, "dynamic_padding", False) and not objective.padding_invariant:
         raise UserError("--dynamic_padding would change this method's loss (its hidden-state "
                         "terms or gates depend on the padded length --max_seq_len); leave it off")
+    if getattr(args, "unpad", False) and not objective.padding_invariant:
+        raise UserError("--unpad would change this method's loss (its hidden-state terms or "
+                        "gates read the pad positions, which --unpad does not compute); leave "
+                        "it off")
 
 
 def check_training_args(args) -> None:
@@ -36,6 +40,9 @@ def check_training_args(args) -> None:
         has = f"has {expected} classes" if expected > 1 else "is a regression with one output"
         raise UserError(f"--num_class {args.num_class} does not match --task {args.task}, which "
                         f"{has}; use --num_class {expected} (or leave it out)")
+    if getattr(args, "unpad", False) and getattr(args, "compile", False):
+        raise UserError("--unpad and --compile: pick one (the unpadded forward's token count "
+                        "changes every batch, which would make torch.compile recompile)")
     if getattr(args, "group_by_length", False) and not getattr(args, "dynamic_padding", False):
         raise UserError("--group_by_length only saves time when batches are cut to their longest "
                         "row: add --dynamic_padding, or leave --group_by_length out")
