@@ -19,8 +19,9 @@ loss reads no pad position (`Objective.padding_invariant`: teacher fine-tuning, 
 [CLS] variant, PKD's pkd-skip), exactly those --dynamic_padding accepts.
 
 On a GPU, counting the real tokens reads the mask on the host once per forward (one
-synchronisation a step); the trained model only: evaluation and the frozen teacher run as
-before. The model object keeps its class, parameters and state dict; only its `forward`
+synchronisation a step). Only the trained model runs unpadded (its evaluation during
+training too: the same function in eval mode); the frozen teacher and
+run_fine_tune_eval.py run padded. The model object keeps its class, parameters and state dict; only its `forward`
 is replaced (an instance attribute), which DDP, torch.func.functional_call (the bf16
 weight copies) and saving all go through unchanged.
 """
