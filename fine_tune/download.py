@@ -188,12 +188,26 @@ def fetch_mrpc(task, url: str, work_dir: Path) -> Path:
         source.readline()
         test.write(MRPC_TEST_HEADER + "\n")
         for index, row in enumerate(source):
-            label, id1, id2, first, second = row.strip().split("\t")
+            fields = row.strip().split("\t")
+            if len(fields) != 5:
+                raise UserError(f"{base}{MRPC_FILES[1]} line {index + 2} has {len(fields)} "
+                                f"tab-separated fields, not MSR's 5: it is not the MSR "
+                                f"paraphrase file; {GlueAddress.fix}")
+            label, id1, id2, first, second = fields
             test.write(f"{index}\t{id1}\t{id2}\t{first}\t{second}\n")
     return folder
 
 
-FETCH = {"zip": fetch_zip, "file": fetch_file, "mrpc": fetch_mrpc}
+def build_mrpc(task, url: str, work_dir: Path) -> Path:
+    """fetch_mrpc, with files that are not MSR's text (an HTML error page) as one line."""
+    try:
+        return fetch_mrpc(task, url, work_dir)
+    except UnicodeDecodeError as error:
+        raise UserError(f"a file from {url} is not UTF-8 text ({error.reason}): it is not "
+                        f"the MSR paraphrase data; {GlueAddress.fix}") from None
+
+
+FETCH = {"zip": fetch_zip, "file": fetch_file, "mrpc": build_mrpc}
 
 
 def move_into_place(new: Path, target: Path) -> None:
@@ -227,16 +241,19 @@ class GlueAddress:
         return FETCH[task.source](task, url, work_dir), url
 
 
-@dataclass(frozen=True)
+@dataclass
 class Hub:
-    """A Hugging Face hub repository laid out as nyu-mll/glue, or a local copy of one."""
+    """A Hugging Face hub repository laid out as nyu-mll/glue, or a local copy of one. The
+    first task fetched pins the commit for the others (a branch may move during --task all)."""
     repo: HubRepo = HubRepo()
+    commit: str | None = None
     fix = "pass --hub_repo or --revision of a correct copy"
 
     def fetch(self, task, work_dir: Path) -> tuple[Path, str]:
         print(f"getting {task.folder} from {self.repo.repo}"
               + (f" at revision {self.repo.revision}" if self.repo.revision else ""))
-        return glue_hub.fetch(task, self.repo, work_dir)
+        folder, described, self.commit = glue_hub.fetch(task, self.repo, work_dir, self.commit)
+        return folder, described
 
 
 def fetch_verified(source, task, work_dir: Path, expected_rows: dict) -> tuple:

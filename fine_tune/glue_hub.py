@@ -42,8 +42,9 @@ class HubRepo:
 
     @property
     def folder(self) -> Path | None:
+        """The local folder --hub_repo names (an existing folder wins over a hub id)."""
         path = Path(self.repo).expanduser()
-        return path if path.is_dir() else None
+        return path.resolve() if path.is_dir() else None
 
     def check(self) -> None:
         """One line for a --hub_repo that is neither a folder nor a repository id."""
@@ -64,14 +65,15 @@ def split_files(root: Path, config: str, split: str) -> list:
     return files or sorted((root / config / split).glob("*.parquet"))
 
 
-def snapshot(hub: HubRepo, copy) -> tuple[Path, str]:
+def snapshot(hub: HubRepo, copy, commit: str | None = None) -> tuple[Path, str]:
     """(a folder holding <config>/..., how the source is named in messages). A hub
-    repository is fetched with snapshot_download (only the task's files and the card)."""
+    repository is fetched with snapshot_download (only the task's files and the card), at
+    `commit` when given (so that every task of `--task all` comes from one commit)."""
     hub.check()
     if hub.folder is not None:
         return hub.folder, f"the folder {hub.folder}"
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
@@ -79,8 +81,8 @@ def snapshot(hub: HubRepo, copy) -> tuple[Path, str]:
                          (f"{copy.config}/{split}-*.parquet", f"{copy.config}/{split}/*.parquet")]
     at = f" at revision {hub.revision}" if hub.revision else ""
     try:
-        folder = Path(snapshot_download(hub.repo, repo_type="dataset", revision=hub.revision,
-                                        allow_patterns=patterns))
+        folder = Path(snapshot_download(hub.repo, repo_type="dataset",
+                                        revision=commit or hub.revision, allow_patterns=patterns))
     except HFValidationError:
         raise UserError(f"--hub_repo {hub.repo} is not a hub repository id (owner/name) nor "
                         f"an existing folder") from None
@@ -99,10 +101,13 @@ def snapshot(hub: HubRepo, copy) -> tuple[Path, str]:
                             f"unset HF_HUB_OFFLINE, or run this once with network access") from None
         raise UserError(f"could not reach the hub for {hub.repo}{at} and it is not in the hub "
                         f"cache: check your network, or use --source glue") from None
-    except (HfHubHTTPError, OSError) as error:  # a dropped connection, a full disk, ...
+    except Exception as error:
+        # A dropped connection, a timeout or a proxy error (huggingface_hub's HTTP library
+        # raises its own classes, not OSError), a storage backend's failure, a full disk.
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"download of {hub.repo}{at} from the hub failed ({first}); try "
-                        f"again (finished files stay in the hub cache)") from None
+        raise UserError(f"download of {hub.repo}{at} from the hub failed "
+                        f"({type(error).__name__}: {first}); try again (finished files stay "
+                        f"in the hub cache)") from None
     return folder, f"{hub.repo} at commit {folder.name}"
 
 
@@ -128,15 +133,21 @@ def class_names(schema, root: Path, config: str) -> list | None:
             if not isinstance(info, dict) or info.get("config_name", "default") != config:
                 continue
             for feature in info.get("features") or []:
-                names = (((feature.get("dtype") or {}) if isinstance(feature.get("dtype"), dict)
-                          else {}).get("class_label") or {}).get("names")
-                if feature.get("name") == LABEL and isinstance(names, dict):
-                    return [names[key] for key in sorted(names, key=int)]
+                dtype = feature.get("dtype") if isinstance(feature, dict) else None
+                names = ((dtype.get("class_label") or {}).get("names")
+                         if isinstance(dtype, dict) else None)
+                if feature.get("name") != LABEL or not isinstance(names, dict):
+                    continue
+                ids = {str(key).strip(): name for key, name in names.items()}
+                if set(ids) != {str(i) for i in range(len(ids))}:
+                    return None  # ids with gaps: no position may stand in for a missing one
+                return [ids[str(i)] for i in range(len(ids))]
     return None
 
 
 def read_hub_split(root: Path, copy, split: str, labelled: bool) -> dict:
-    """{column: values} of one split, with `label` as the hub's class names (or floats)."""
+    """{column: values} of one split, with `label` as the hub's class names (or floats).
+    Every shard is checked: its columns, their types, no missing index or text."""
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -145,21 +156,40 @@ def read_hub_split(root: Path, copy, split: str, labelled: bool) -> dict:
     if not files:
         raise BadHubData(f"has no {copy.config}/{hub_split}-*.parquet")
     wanted = [*copy.text, INDEX] + ([LABEL] if labelled else [])
-    try:
-        tables = [pq.read_table(file) for file in files]
-        missing = [name for name in wanted if name not in tables[0].column_names]
+    label_type = pyarrow.types.is_floating if copy.labels is None else pyarrow.types.is_integer
+    tables = []
+    for file in files:
+        name = file.relative_to(root).as_posix()
+        try:
+            table = pq.read_table(file)
+        except (pyarrow.ArrowException, OSError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise BadHubData(f"{name} is not a readable parquet file ({first})") from None
+        missing = [column for column in wanted if column not in table.column_names]
         if missing:
-            raise BadHubData(f"{files[0].relative_to(root)} has columns "
-                             f"{tables[0].column_names}, without {', '.join(missing)}")
-        table = pyarrow.concat_tables([t.select(wanted) for t in tables])
-    except (pyarrow.ArrowException, OSError) as error:
-        raise BadHubData(f"{files[0].relative_to(root)} is not a readable parquet file "
-                         f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
-    columns = table.to_pydict()
+            raise BadHubData(f"{name} has columns {table.column_names}, without "
+                             f"{', '.join(missing)}")
+        types = {column: table.schema.field(column).type for column in wanted}
+        wrong = [f"{column} is {kind}" for column, kind in types.items() if not (
+            (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind))
+            if column in copy.text else pyarrow.types.is_integer(kind) if column == INDEX
+            else label_type(kind) or (copy.labels is None and pyarrow.types.is_integer(kind)))]
+        if wrong:
+            raise BadHubData(f"{name}: {', '.join(wrong)}, expected texts as strings, {INDEX} "
+                             f"as integers and {LABEL} as "
+                             + ("float scores" if copy.labels is None else "class ids"))
+        tables.append(table.select(wanted))
+    columns = pyarrow.concat_tables(tables).to_pydict()
+    where = f"{copy.config}/{hub_split}"
+    for number, index in enumerate(columns[INDEX]):
+        if index is None:
+            raise BadHubData(f"{where} row {number} has no {INDEX}")
+    if len(set(columns[INDEX])) != len(columns[INDEX]):
+        raise BadHubData(f"{where} repeats {INDEX} values (submission files need each once)")
     for name in copy.text:
         for number, text in enumerate(columns[name]):
             if text is None or any(c in text for c in "\t\n\r"):
-                raise BadHubData(f"{copy.config}/{hub_split} row {number}: {name} is "
+                raise BadHubData(f"{where} row {number}: {name} is "
                                  f"{'missing' if text is None else 'a text with a tab or line break'}, "
                                  f"which GLUE's files cannot hold")
     if labelled:
@@ -172,12 +202,15 @@ def read_hub_split(root: Path, copy, split: str, labelled: bool) -> dict:
 def hub_labels(ids: list, copy, hub_split: str, names: list | None) -> list:
     """Each row's label as GLUE's files write it: the class name the hub publishes for the
     id, through the task table; STS-B's scores as the shortest text of the stored float."""
+    import math
+
     import numpy as np
 
     where = f"{copy.config}/{hub_split}"
     if copy.labels is None:
-        if any(value is None for value in ids):
-            raise BadHubData(f"{where} has rows without a score")
+        for number, value in enumerate(ids):
+            if value is None or not math.isfinite(value):
+                raise BadHubData(f"{where} row {number} has score {value} in a labelled split")
         return [str(np.float32(value)) for value in ids]
     if names is None:
         raise BadHubData(f"{where} publishes no class names for {LABEL} (neither in the "
@@ -212,13 +245,15 @@ def write_glue_layout(columns: dict, copy, layout, path: Path) -> None:
             file.write("\t".join(fields) + "\n")
 
 
-def fetch(task, hub: HubRepo, work_dir: Path) -> tuple[Path, str]:
-    """Write the task's GLUE-layout files into work_dir/<folder> from the hub; returns the
-    folder and how the source is named (the resolved commit, for a paper's record)."""
+def fetch(task, hub: HubRepo, work_dir: Path, commit: str | None = None) -> tuple:
+    """Write the task's GLUE-layout files into work_dir/<folder> from the hub (at `commit`
+    if given); returns the folder, how the source is named and the commit used (None for
+    a local folder), which the folder's hub_source.json records for a paper."""
     if task.hub is None:
         raise UserError(f"--task {task.name} has no copy on the hub in the task table: "
                         f"use --source glue")
-    root, described = snapshot(hub, task.hub)
+    root, described = snapshot(hub, task.hub, commit)
+    commit = None if hub.folder is not None else root.name
     folder = work_dir / task.folder
     folder.mkdir()
     try:
@@ -226,9 +261,15 @@ def fetch(task, hub: HubRepo, work_dir: Path) -> tuple[Path, str]:
             columns = read_hub_split(root, task.hub, split, layout.label is not None)
             write_glue_layout(columns, task.hub, layout, folder / name)
     except BadHubData as problem:
-        raise UserError(f"{described}: {problem}; pass --hub_repo or --revision of a copy "
-                        f"laid out as {HUB_REPO}, or use --source glue") from None
+        if hub.folder is not None:
+            fix = f"fix the folder, or give --hub_repo a copy laid out as {HUB_REPO}"
+        else:
+            fix = (f"the copy in the hub cache may lack it if the hub could not be reached "
+                   f"(run once with network access, without HF_HUB_OFFLINE); a --revision "
+                   f"must be a commit with parquet files (older commits of {HUB_REPO} hold a "
+                   f"loading script only); or use --source glue")
+        raise UserError(f"{described}: {problem}; {fix}") from None
     (folder / RECORD).write_text(json.dumps(
-        {"source": "hub", "repo": hub.repo, "revision": hub.revision,
-         "commit": None if hub.folder is not None else root.name}, indent=1) + "\n")
-    return folder, described
+        {"source": "hub", "repo": str(hub.folder or hub.repo), "revision": hub.revision,
+         "commit": commit}, indent=1) + "\n")
+    return folder, described, commit

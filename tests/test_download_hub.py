@@ -271,11 +271,16 @@ def test_offline_the_hub_cache_is_used_and_its_absence_is_one_line(tmp_path):
     assert_one_error_line(result, "nyu-mll/glue at revision v0.9 is not in the hub cache")
 
 
+class ReadError(Exception):
+    """As huggingface_hub's HTTP library raises a dropped connection: not an OSError."""
+
+
 @pytest.mark.parametrize("raised, message", [
     ("revision", "nyu-mll/glue has no revision 'nope' on the hub: pass --revision of an existing"),
     ("repository", "no dataset repository nyu-mll/glue on the hub"),
     ("network", "could not reach the hub for nyu-mll/glue at revision nope"),
-    ("partial", "download of nyu-mll/glue at revision nope from the hub failed (Connection reset"),
+    ("partial", "download of nyu-mll/glue at revision nope from the hub failed (ReadError: peer "
+                "closed connection); try again"),
 ])
 def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, raised, message):
     import huggingface_hub
@@ -287,7 +292,7 @@ def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, rais
         raise {"revision": lambda: errors.RevisionNotFoundError("404 Revision", response=response),
                "repository": lambda: errors.RepositoryNotFoundError("404 Repo", response=response),
                "network": lambda: errors.LocalEntryNotFoundError("cannot find the files"),
-               "partial": lambda: ConnectionResetError("Connection reset by peer\nmore")}[raised]()
+               "partial": lambda: ReadError("peer closed connection\nmore")}[raised]()
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     result = download(tmp_path / "data", "rte", 4, "--source", "hub", "--revision", "nope",
@@ -331,3 +336,97 @@ def test_submissions_after_a_hub_download_equal_those_after_a_glue_download(work
     from_hub = predict()
     assert from_hub == from_glue
     assert len(from_glue["QQP.tsv"].splitlines()) == rows + 1
+
+
+def test_every_task_of_one_run_comes_from_the_first_tasks_commit(tmp_path, monkeypatch):
+    import huggingface_hub
+    from fine_tune.download import Hub
+    glue_dir = tmp_path / "glue"
+    commit = "89abcdef" * 5
+    for name in ("rte", "wnli"):
+        write_task(glue_dir, name, rows=3)
+        write_hub_copy(glue_dir, tmp_path / "snapshots" / commit, name)
+    asked = []
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.append(kwargs["revision"])
+        return str(tmp_path / "snapshots" / commit)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    hub = Hub()
+    for number, name in enumerate(("rte", "wnli")):
+        (tmp_path / str(number)).mkdir()
+        folder, described = hub.fetch(get_task(name), tmp_path / str(number))
+        assert described == f"nyu-mll/glue at commit {commit}"
+    assert asked == [None, commit]  # main resolved once, then pinned
+
+
+def one_shard(hub_dir: Path, config: str, split: str) -> Path:
+    return hub_dir / config / f"{split}-00000-of-00001.parquet"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("shard", "rte/train-00001-of-00002.parquet has columns ['sentence1', 'label', 'idx'], "
+              "without sentence2"),
+    ("labels as text", "rte/validation-00000-of-00001.parquet: label is string, expected texts as "
+                       "strings, idx as integers and label as class ids"),
+    ("null idx", "rte/test row 2 has no idx"),
+    ("repeated idx", "rte/test repeats idx values"),
+    ("card with a gap", "rte/train publishes no class names for label"),
+])
+def test_malformed_hub_rows_are_one_line(tmp_path, damage, message):
+    glue_dir, hub_dir = tmp_path / "glue", tmp_path / "hub"
+    write_task(glue_dir, "rte", rows=6)
+    write_hub_copy(glue_dir, hub_dir, "rte", shards=2 if damage == "shard" else 1,
+                   metadata=damage != "card with a gap")
+    if damage == "shard":
+        path = hub_dir / "rte" / "train-00001-of-00002.parquet"
+        pq.write_table(pq.read_table(path).drop_columns(["sentence2"]), path)
+    elif damage == "labels as text":
+        path = one_shard(hub_dir, "rte", "validation")
+        table = pq.read_table(path)
+        labels = pa.array([str(v) for v in table.column("label").to_pylist()])
+        pq.write_table(table.set_column(table.column_names.index("label"), "label", labels), path)
+    elif damage in ("null idx", "repeated idx"):
+        path = one_shard(hub_dir, "rte", "test")
+        table = pq.read_table(path)
+        idx = table.column("idx").to_pylist()
+        idx[2] = None if damage == "null idx" else idx[1]
+        pq.write_table(table.set_column(table.column_names.index("idx"), "idx",
+                                        pa.array(idx, pa.int32())), path)
+    else:  # class ids 0 and 2: no name may be guessed for id 1
+        (hub_dir / "README.md").write_text(
+            "---\ndataset_info:\n- config_name: rte\n  features:\n  - name: label\n    dtype:\n"
+            "      class_label:\n        names:\n          '0': entailment\n"
+            "          '2': not_entailment\n---\n")
+    result = download(tmp_path / "data", "rte", 6, "--source", "hub", "--hub_repo", hub_dir,
+                      check=False)
+    assert_one_error_line(result, message, "fix the folder")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_non_finite_score_is_refused(tmp_path):
+    glue_dir, hub_dir = tmp_path / "glue", tmp_path / "hub"
+    write_task(glue_dir, "stsb", rows=4)
+    write_hub_copy(glue_dir, hub_dir, "stsb")
+    path = one_shard(hub_dir, "stsb", "train")
+    table = pq.read_table(path)
+    scores = table.column("label").to_pylist()
+    scores[3] = float("nan")
+    pq.write_table(table.set_column(table.column_names.index("label"), "label",
+                                    pa.array(scores, pa.float32())), path)
+    result = download(tmp_path / "data", "stsb", 4, "--source", "hub", "--hub_repo", hub_dir,
+                      check=False)
+    assert_one_error_line(result, "stsb/train row 3 has score nan in a labelled split")
+
+
+def test_auto_moves_on_when_glues_mrpc_address_serves_a_web_page(tmp_path):
+    glue_dir, hub_dir, www = tmp_path / "glue", tmp_path / "hub", tmp_path / "www"
+    write_task(glue_dir, "mrpc", rows=5)
+    write_hub_copy(glue_dir, hub_dir, "mrpc")
+    www.mkdir()
+    for name in ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "mrpc_dev_ids.tsv"):
+        (www / name).write_text("<html>\n<body>Access denied</body>\n</html>\n")
+    result = download(tmp_path / "data", "mrpc", 5, "--source", "auto", "--url",
+                      www.as_uri() + "/", "--hub_repo", hub_dir)
+    assert "is not the MSR paraphrase file" in result.stdout and "trying the next source" in result.stdout
+    assert f"from the folder {hub_dir}" in result.stdout
