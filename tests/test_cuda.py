@@ -164,3 +164,28 @@ def test_compiled_training_step_on_the_gpu(work):
     run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_compiled")),
                "--amp", "bf16", "--compile", cwd=work)
     assert (work / "exp" / "LAD_compiled_bert_mnli" / "model-5.pt").is_file()
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_unpadded_forward_on_the_gpu_equals_the_padded_model(amp):
+    """--unpad on CUDA: logits and gradients as the padded model's (fp32 tight, bf16
+    autocast within bf16's rounding)."""
+    import copy
+
+    from fine_tune.unpad import unpad
+    from test_unpad import model_and_batch
+    model, inputs, _ = model_and_batch()
+    model, inputs = model.cuda().train(), {k: v.cuda() for k, v in inputs.items()}
+    fast = unpad(copy.deepcopy(model))
+    labels = torch.tensor([0, 1, 2, 1, 0], device="cuda")
+    logits = []
+    for each in (model, fast):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = each(**inputs).logits
+        torch.nn.functional.cross_entropy(out.float(), labels).backward()
+        logits.append(out.float())
+    tolerance = dict(atol=3e-2, rtol=3e-2) if amp else dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits[1], logits[0], **tolerance)
+    for ours, theirs in zip(fast.parameters(), model.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, **tolerance)
