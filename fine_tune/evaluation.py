@@ -17,7 +17,7 @@ from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.metrics import METRICS
 from fine_tune.modeling import (autocast, compiled, load_architecture, load_experiment_tokenizer,
-                                prepared_attention_mask, set_matmul_precision)
+                                has_padding, prepared_attention_mask, set_matmul_precision)
 from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import (best_step, describe_best, merge_results, preferred_rows,
                                 require_best)
@@ -47,9 +47,10 @@ def predict(model, data: TokenizedSplit, batch_size: int, device: torch.device,
     for rows in progress(mine, desc=desc, unit="batch", leave=False):
         batch = data.batch(rows, trim=True, multiple=pad_multiple(device))
         batch.pop("labels", None)
+        padded = has_padding(batch)  # batches by length: many have no padding at all
         with autocast([device], amp):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            logits = model(**prepared_attention_mask(inputs)).logits
+            logits = model(**prepared_attention_mask(inputs, padded)).logits
         outputs[rows] = logits.float().cpu()
     if distributed.active():  # each row comes from exactly one rank: none twice, none lost
         done = torch.cat(mine) if mine else torch.zeros(0, dtype=torch.long)

@@ -36,11 +36,15 @@ def unpad(model):
     return model
 
 
-def unpadded_forward(model, input_ids, attention_mask, token_type_ids=None,
+def unpadded_forward(model, input_ids, attention_mask=None, token_type_ids=None,
                      output_hidden_states=False, return_dict=True, **ignored):
     """The model's logits (and hidden states if asked, zeros at pad positions), computed
     on the real tokens only. `attention_mask` is the [batch, length] padding mask or the
-    boolean [batch, 1, length, length] one of modeling.prepared_attention_mask."""
+    boolean [batch, 1, length, length] one of modeling.prepared_attention_mask; None (a
+    batch without padding) runs the model's own forward, there being nothing to remove."""
+    if attention_mask is None:
+        return type(model).forward(model, input_ids=input_ids, token_type_ids=token_type_ids,
+                                   output_hidden_states=output_hidden_states)
     bert = model.bert
     keep = attention_mask[:, 0, 0, :] if attention_mask.dim() == 4 else attention_mask.bool()
     batch, length = keep.shape

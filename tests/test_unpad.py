@@ -95,3 +95,45 @@ def test_a_teacher_trains_unpadded_and_lad_refuses_it(workdir):
                         "--experiment", "other", cwd=workdir, check=False)
     assert result.returncode == 2 and "--unpad and --compile: pick one" in result.stderr
     assert not (workdir / "exp" / "other_bert_mnli").exists()
+
+
+def test_a_batch_without_padding_gets_no_mask_and_the_same_outputs():
+    from fine_tune.modeling import has_padding
+    model, inputs, mask = model_and_batch()
+    model.eval()
+    full = {key: value[:, :2] for key, value in inputs.items()}  # every row is 2+ tokens long
+    assert not has_padding(full) and has_padding(inputs)
+    given = prepared_attention_mask(full, has_padding(full))
+    assert "attention_mask" not in given
+    fast = unpad(copy.deepcopy(model))
+    with torch.no_grad():
+        masked = model(**prepared_attention_mask(full)).logits
+        torch.testing.assert_close(model(**given).logits, masked, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast(**given).logits, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_the_training_step_drops_the_mask_of_a_batch_without_padding(monkeypatch):
+    from fine_tune.training import loop
+    seen = []
+    real = loop.prepared_attention_mask
+    monkeypatch.setattr(loop, "prepared_attention_mask",
+                        lambda inputs, padded=True: seen.append(padded) or real(inputs, padded))
+
+    class Data:
+        def batch(self, rows, trim, multiple):
+            width = 4 if len(rows) == 2 else 6
+            mask = torch.ones(len(rows), 6, dtype=torch.long)
+            mask[0, 4:] = 0  # the first row is 4 tokens long
+            return {"input_ids": torch.ones(len(rows), width, dtype=torch.long),
+                    "attention_mask": mask[:, :width], "labels": torch.zeros(len(rows), dtype=torch.long)}
+
+    from types import SimpleNamespace
+    run = SimpleNamespace(data=Data(), dynamic_padding=True, device=torch.device("cpu"),
+                          objective=SimpleNamespace(needs_hidden_states=False), devices={"cpu"},
+                          amp=False, teacher=None, bf16_linears={},
+                          forward_model=lambda **kwargs: kwargs)
+    monkeypatch.setattr(loop, "_call", lambda run, role, module, args=(), kwargs=None:
+                        module(**kwargs) if role == "model" else kwargs)
+    loop.loss_terms(run, torch.tensor([0, 1]))
+    loop.loss_terms(run, torch.tensor([0, 1, 2]))
+    assert seen == [False, True]

@@ -22,7 +22,7 @@ from torch import nn
 from fine_tune import distributed
 from fine_tune.data import pad_multiple
 from fine_tune.errors import Interrupted
-from fine_tune.modeling import autocast, prepared_attention_mask
+from fine_tune.modeling import autocast, has_padding, prepared_attention_mask
 from fine_tune.training.checkpoints import evaluate_checkpoint, prune_checkpoints
 from fine_tune.training.guard import NonFiniteGuard
 from fine_tune.training.log import IntervalSums, TrainingLog
@@ -143,8 +143,9 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
     softmaxes in fp32."""
     batch = run.data.batch(rows, trim=run.dynamic_padding, multiple=pad_multiple(run.device))
     hidden = run.objective.needs_hidden_states
+    padded = has_padding(batch)  # on the host; a batch without padding gets no mask
     with autocast(run.devices, run.amp):
-        inputs = prepared_attention_mask(_to(batch, run.device))
+        inputs = prepared_attention_mask(_to(batch, run.device), padded)
         labels = inputs.pop("labels")
         outputs = _call(run, "model", run.forward_model, kwargs=inputs | {"output_hidden_states": hidden})
         teacher_outputs = None
@@ -157,7 +158,8 @@ def loss_terms(run: TrainingRun, rows: torch.Tensor) -> dict:
             with torch.no_grad(), torch.autocast(run.teacher_device.type, enabled=False):
                 if run.teacher_device != run.device:  # copy the batch once per device
                     inputs = prepared_attention_mask(
-                        _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device))
+                        _to({k: v for k, v in batch.items() if k != "labels"}, run.teacher_device),
+                        padded)
                 teacher_outputs = run.teacher_forward(**inputs, output_hidden_states=hidden)
         return _call(run, "objective", run.objective, args=(outputs, teacher_outputs, labels))
 
