@@ -17,6 +17,7 @@ from fine_tune import compare
 from fine_tune.compare import Difference, draw_resamples, draw_swaps, paired_bootstrap
 from fine_tune.glue import get_task
 from fine_tune.metrics import METRICS  # (as evaluation computes them)
+from fine_tune.stats import draws  # (ELEMENTS_PER_CHUNK is patched)
 
 MNLI, MRPC, COLA, STSB = (get_task(name) for name in ("mnli", "mrpc", "cola", "stsb"))
 # sklearn's confusion matrix of a resample with one class only (expected here)
@@ -139,14 +140,14 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert first != paired_bootstrap(MRPC, gold, [a], [b], resamples=300, seed=6)
     # the chunking of the resamples (memory) changes nothing
     rows = np.vstack([picked for picked, _, _ in draw_resamples(200, 300, 5)])
-    old = compare.ELEMENTS_PER_CHUNK
+    old = draws.ELEMENTS_PER_CHUNK
     try:
-        compare.ELEMENTS_PER_CHUNK = 200 * 7
-        assert len(compare.chunk_sizes(300, 200)) == 43
+        draws.ELEMENTS_PER_CHUNK = 200 * 7
+        assert len(draws.chunk_sizes(300, 200)) == 43
         assert (np.vstack([picked for picked, _, _ in draw_resamples(200, 300, 5)]) == rows).all()
         assert paired_bootstrap(MRPC, gold, [a], [b], resamples=300, seed=5) == first
     finally:
-        compare.ELEMENTS_PER_CHUNK = old
+        draws.ELEMENTS_PER_CHUNK = old
 
 
 # ---- 3. F1 and MCC recomputed on each resample, never averaged -----------------------------
