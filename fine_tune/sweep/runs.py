@@ -1,0 +1,77 @@
+"""A run once the sweep starts it: what an executor holds (`Launch`), how it ended
+(`Outcome`), the process it is (`command_line`), its log (`tail`, `last_line`), and the
+timestamped lines the sweep prints as it goes (`say`, `duration`).
+
+Every other module of the sweep imports from here; this one imports none of them.
+"""
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fine_tune import plan as plans
+
+ROOT = Path(__file__).resolve().parent.parent.parent  # where the entry scripts are
+
+
+def now() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def say(text: str) -> None:
+    print(f"[{now()}] {text}", flush=True)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def script_path(script: str) -> str:
+    """The entry script as the user would type it: relative when run from the project root
+    (config.json records the command)."""
+    return script if Path.cwd().resolve() == ROOT else str(ROOT / script)
+
+
+def command_line(run: plans.Run, argv: list, gpus: int) -> list[str]:
+    """The process a run is: the script, under torchrun when it has several GPUs."""
+    if gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={gpus}", script_path(run.script), *argv]
+    return [sys.executable, script_path(run.script), *argv]
+
+
+@dataclass
+class Launch:
+    run: plans.Run
+    argv: list             # the flags it runs with (the plan's, plus --resume / device ids)
+    log: Path
+    handle: object = None
+    slot: tuple = ()
+    error: str = ""        # why the executor says it failed, when the log cannot
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class Outcome:
+    run: plans.Run
+    status: str          # trained, resumed, done, failed, skipped, ...
+    seconds: float = 0.0
+    note: str = ""
+    log: Path | None = None
+
+
+def last_line(log: Path | None) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except (OSError, AttributeError):
+        return ""
+    return lines[-1].strip()[-300:] if lines else ""
+
+
+def tail(log: Path, n: int = 5) -> list[str]:
+    try:
+        return [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-n:]
+    except OSError:
+        return []

@@ -1,0 +1,134 @@
+"""`--executor slurm` and `--executor submitit_local`: one submitit job per run. On Slurm a
+job waits for its teacher's job (afterok) and is requeued with --resume at each time limit
+(`Command.checkpoint`); submitit's local executor runs the same jobs as processes here.
+
+An executor starts a Launch, polls it, stops it; scheduler.py decides when.
+"""
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from fine_tune import plan as plans
+from fine_tune.errors import UserError
+from fine_tune.sweep.runs import ROOT, Launch, command_line
+
+
+class Command:
+    """What a submitit job runs: the command, its output appended to the run's log. On a
+    pre-emption or a time-out Slurm signals the job; submitit then asks `checkpoint` for
+    what to requeue: the same command with --resume."""
+
+    def __init__(self, run: plans.Run, argv: list, log: Path, gpus: int, cwd: str):
+        self.run, self.argv, self.log, self.gpus, self.cwd = run, argv, log, gpus, cwd
+        self.process = None
+
+    def __call__(self) -> int:
+        os.chdir(self.cwd)
+        command = command_line(self.run, self.argv, self.gpus)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")
+            log.flush()
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+            code = self.process.wait()
+        if code:
+            raise RuntimeError(f"{self.run.label} exited with status {code}; see {self.log}")
+        return code
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+        argv = self.argv if "--resume" in self.argv or self.run.kind != "train" else \
+            [a for a in self.argv if a != "--overwrite"] + ["--resume"]
+        return submitit.helpers.DelayedSubmission(Command(self.run, argv, self.log, self.gpus,
+                                                          self.cwd))
+
+
+class SubmititExecutor:
+    """One submitit job per run: Slurm (`--executor slurm`), or submitit's local executor
+    (`--executor submitit_local`, which runs the same jobs as processes on this machine)."""
+
+    def __init__(self, folder: Path, cluster: str, args):
+        # The job unpickles a fine_tune.sweep.slurm.Command: it must import this project
+        # wherever it starts (the environment travels with the job, on Slurm as locally).
+        paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        self.cluster = cluster
+        self.waits_for_dependencies = cluster != "slurm"  # Slurm holds a job (afterok)
+        # (a run longer than --slurm_time is requeued at each limit, as often as it takes)
+        self.folder = folder / "submitit"
+        try:
+            self.new_executor()
+        except RuntimeError as error:  # (submitit finds no srun)
+            raise UserError(f"--executor {cluster}: no Slurm on this machine ({error}); run the "
+                            "sweep on the cluster's login node, or try the plan here with "
+                            "--executor submitit_local") from None
+        self.parallel = args.slurm_array_parallelism
+        self.running = 0
+        self.gpus_per_run = args.slurm_gpus_per_run
+        self.common = {"timeout_min": args.slurm_time}
+        if cluster == "slurm":
+            # A job whose teacher's job failed is cancelled by Slurm rather than pending forever.
+            self.common |= {"slurm_partition": args.slurm_partition,
+                            "slurm_additional_parameters": {"kill-on-invalid-dep": "yes"}
+                            | dict(args.slurm_option or [])}
+        self.jobs = {}  # run number -> its job, while it runs (for afterok)
+
+    def new_executor(self):
+        """One per job: submitit keeps parameters from one submission to the next (a
+        student's dependency would stay on every later job)."""
+        import submitit
+        return submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
+                                     slurm_max_num_timeout=1000)
+
+    def slots_for(self, run):
+        if self.parallel and self.running >= self.parallel:
+            return None
+        self.running += 1
+        return ("job",)
+
+    def release(self, slot):
+        self.running -= 1
+
+    def ended(self, launch: Launch) -> None:
+        self.jobs.pop(launch.run.number, None)
+
+    def describe(self, slot):
+        return ""
+
+    def devices(self, run, slot):
+        return {}
+
+    def start(self, launch: Launch) -> None:
+        # GPUs of the job, and processes of its torchrun when more than one
+        gpus = max(launch.run.gpus, self.gpus_per_run) if self.cluster == "slurm" else 1
+        parameters = {k: v for k, v in self.common.items() if v is not None}
+        parameters["name"] = f"sweep-{launch.run.experiment}"
+        if self.cluster == "slurm":
+            after = [self.jobs[n].job_id for n in launch.run.needs if n in self.jobs]
+            parameters |= {"gpus_per_node": gpus, "tasks_per_node": 1}
+            if after:
+                parameters["slurm_dependency"] = "afterok:" + ":".join(after)
+        executor = self.new_executor()
+        executor.update_parameters(**parameters)
+        launch.log.parent.mkdir(parents=True, exist_ok=True)
+        launch.handle = executor.submit(Command(launch.run, launch.argv, launch.log, gpus,
+                                                     os.getcwd()))
+        self.jobs[launch.run.number] = launch.handle
+
+    def poll(self, launch: Launch):
+        job = launch.handle
+        if not job.done():
+            return None
+        try:
+            job.result()
+            return 0
+        except Exception as error:  # the command's own error is in the run's log
+            launch.error = str(error).strip().splitlines()[-1][:300] if str(error).strip() else \
+                type(error).__name__
+            return 1
+
+    def stop(self, launch: Launch) -> None:
+        launch.handle.cancel(check=False)
