@@ -151,7 +151,7 @@ def add_experiment_args(parser, reads=False, tasks=TRAINABLE_TASKS):
                        else "experiment name; outputs go to <exp_dir>/<experiment>_<model>_<task>/")
     group.add_argument("--model", default="bert", choices=MODELS, help="model family")
     group.add_argument("--task", default=None if reads else "mnli", choices=tasks,
-                       help="GLUE task (README.md, 'Other GLUE tasks', lists each one's files)"
+                       help="GLUE task (docs/tasks.md lists each one's files)"
                             + ("; ax is predicted by an MNLI experiment, named by --experiment"
                                if "ax" in tasks else "")
                             + ("; left out: the task of the one experiment named --experiment "
@@ -390,7 +390,7 @@ def per_task(parser, script: str):
     parser.description += "\n\n" + textwrap.fill(
         "Flags marked 'per --task' default to values for the task: the seed's for MNLI, the "
         "authors' per-task scripts for QNLI, QQP, SST-2, MRPC and RTE, ours for CoLA, STS-B "
-        "and WNLI (README.md, 'Other GLUE tasks'). A flag given always wins.", 80)
+        "and WNLI (docs/tasks.md, 'Defaults per task'). A flag given always wins.", 80)
     parser.resolvers = (*parser.resolvers,
                         lambda _, namespace: task_defaults.resolve(namespace, script))
     return parser

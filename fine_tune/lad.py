@@ -1,7 +1,7 @@
 """LAD, LAD-NO and partial LAD: students matched to gated aggregates of teacher layers.
 
 Definitions follow the authors' released code (IKMLab/LAD and the `contrast` branch of
-ProFatXuanAll/BERT-gang); README.md lists where it differs from the paper's text.
+ProFatXuanAll/BERT-gang); docs/methods.md lists where it differs from the paper's text.
 Layer numbers are 1-based: H_i is teacher layer i, S_j student layer j, k = L // n.
 """
 import torch

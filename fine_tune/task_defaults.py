@@ -6,7 +6,7 @@ always wins. The parsers (fine_tune.cli) resolve them as they parse, so every ca
 
 - MNLI: the seed commands' values, for every script exactly as before this table.
 - QNLI, QQP, SST-2, MRPC, RTE: the authors' per-task scripts (IKMLab/LAD,
-  scripts/tune_<task>_teacher.sh and scripts/<task>.sh; README.md, 'Other GLUE tasks').
+  scripts/tune_<task>_teacher.sh and scripts/<task>.sh; docs/tasks.md).
   Their teachers count steps; their students count epochs and a warmup rate, which
   resolve_schedule (fine_tune.training.schedule) turns into steps once the data is read.
 - CoLA, STS-B, WNLI (neither repository has settings for them): our choice, untuned.

@@ -60,7 +60,7 @@ def minutes(text: str) -> int:
 
 
 def build_parser():
-    parser = new_parser(__doc__.split("\n\n")[0] + " See README.md, 'Sweeps', for the plan's "
+    parser = new_parser(__doc__.split("\n\n")[0] + " See docs/sweeps.md for the plan's "
                         "format.", prog="python -m fine_tune.sweep")
     parser.add_argument("plan", help="the plan, a TOML file (plans/demo.toml, plans/lad_paper_rte.toml)")
     parser.add_argument("--dry_run", action="store_true",
