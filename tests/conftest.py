@@ -14,13 +14,14 @@ sys.path.insert(0, str(ROOT))
 # (every script the tests start inherits this).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# `make test` runs the suite in two pytest-xdist workers, one per core: each worker, and
-# every script it starts, computes on one thread (two threads per worker would make four
-# on two cores, which slows torch several times).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# Every test process, and every script it starts, computes on one thread: `make test` runs
+# two pytest-xdist workers, one per core (two threads per worker would make four on two
+# cores, which slows torch several times), and scripts forked from a test (tests/forked.py)
+# can only run on one. Without xdist too, so that a test and the processes it compares
+# against reduce in the same order (bitwise-equal resumes depend on it).
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+torch.set_num_threads(1)
 
 from fine_tune.demo_data import demo_texts, write_demo_mnli, write_tiny_bert  # noqa: E402
 

@@ -151,7 +151,7 @@ def test_a_killed_gpu_run_resumes(work):
     lad = seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_killed"))
     run_script("run_lad_distil.py", *seed_flags(LAD, **SMALL | GPU | dict(experiment="LAD_whole")),
                cwd=work)
-    killed = run_hooked("kill_after_step", 3, "run_lad_distil.py", lad, work)
+    killed = run_hooked("kill_after_step", 3, "run_lad_distil.py", lad, work, fork=False)
     assert killed.returncode == -9
     resumed = run_script("run_lad_distil.py", *lad, "--resume", cwd=work)
     assert "resuming LAD_killed_bert_mnli from step 2" in resumed.stdout

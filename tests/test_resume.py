@@ -4,11 +4,13 @@ failures keep what was saved before."""
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import ROOT, run_script, seed_flags
+from forked import run_forked
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
 
@@ -63,8 +65,14 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def run_hooked(mode, arg, script, args, cwd):
+def run_hooked(mode, arg, script, args, cwd, fork=True):
+    """The script in a process of its own, through the hook: forked from this one
+    (tests/forked.py), or a new interpreter with fork=False (CUDA cannot be forked)."""
     code = HOOK.format(root=str(ROOT))
+    if fork:
+        hook = Path(cwd) / "hook.py"
+        hook.write_text(code)
+        return run_forked(hook, mode, arg, ROOT / script, *args, cwd=cwd)
     return subprocess.run([sys.executable, "-c", code, mode, str(arg), str(ROOT / script), *args],
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, flags, run_script, scores, seed_flags
+from forked import torchrun_forked
 from test_resume import HOOK, LAD, TEACHER, assert_bitwise_equal, weights
 
 # A short run with several checkpoints; no dropout, so the ranks' different dropout draws
@@ -18,14 +19,18 @@ from test_resume import HOOK, LAD, TEACHER, assert_bitwise_equal, weights
 SHORT = dict(total_step=6, ckpt_step=3, log_step=2, dropout=0)
 
 
-def torchrun(script, *args, cwd, nproc=2, hook=None, env=None, check=True):
-    """`torchrun --standalone --nproc_per_node N script args`, as a user would type it
-    (optionally through the kill/poison hook of test_resume)."""
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-              f"--nproc_per_node={nproc}"]
+def torchrun(script, *args, cwd, nproc=2, hook=None, env=None, check=True, launcher=False):
+    """The ranks of `torchrun --standalone --nproc_per_node N script args` (optionally
+    through the kill/poison hook of test_resume). By default forked from this process with
+    torchrun's environment (tests/forked.py: no 5-7 s of imports per rank); launcher=True
+    runs torchrun itself, as a user types it."""
     if hook is not None:
         (cwd / "hook.py").write_text(HOOK.format(root=str(ROOT)))
-        launch += [str(cwd / "hook.py"), *map(str, hook)]
+        script, args = cwd / "hook.py", (*hook, ROOT / script, *args)
+    if not launcher:
+        return torchrun_forked(script, *args, cwd=cwd, nproc=nproc, env=env, check=check)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              f"--nproc_per_node={nproc}"]
     environment = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run([*launch, str(ROOT / script), *map(str, args)], cwd=cwd,
                             capture_output=True, text=True, timeout=600, env=environment | (env or {}))
@@ -55,7 +60,7 @@ def work(assets, tmp_path_factory):
     os.symlink(bert, workdir / "tiny-bert")
     teacher = seed_flags(TEACHER, **SHORT)
     run_script("run_fine_tune.py", *teacher, cwd=workdir)
-    torchrun("run_fine_tune.py", *teacher, "--exp_dir", "two", cwd=workdir)
+    torchrun("run_fine_tune.py", *teacher, "--exp_dir", "two", cwd=workdir, launcher=True)
     return workdir
 
 
@@ -128,7 +133,7 @@ def test_resume_under_torchrun_is_exact_and_needs_the_same_number_of_processes(w
 def test_errors_under_torchrun_are_one_line_printed_once(work):
     # A flag error: every rank parses the same flags; rank 0 says it.
     result = torchrun("run_fine_tune.py", *seed_flags(TEACHER, **SHORT), "--lr", "x", cwd=work,
-                      check=False)
+                      check=False, launcher=True)
     assert result.returncode != 0
     assert our_errors(result.stderr) == ["error: argument --lr: expected a number, got 'x' "
                                          "(see run_fine_tune.py --help)"]
