@@ -39,14 +39,17 @@ def _exit_status(code) -> int:
     return 1
 
 
-def _child(argv: list[str], cwd, env: dict, out: str, err: str) -> None:
+def _child(argv: list[str], cwd, env: dict, out: str, err) -> None:
     """In the forked child: never returns (os._exit), whatever happens."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new process has it
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        for fd, path in ((1, out), (2, err)):
-            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for fd, where in ((1, out), (2, err)):
+            if isinstance(where, int):  # an open file descriptor (a terminal, say)
+                os.dup2(where, fd)
+                continue
+            target = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(target, fd)
             os.close(target)
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
@@ -76,7 +79,7 @@ def _child(argv: list[str], cwd, env: dict, out: str, err: str) -> None:
 class Forked:
     """One forked script, as subprocess.Popen gives one (returncode < 0: ended by a signal)."""
 
-    def __init__(self, script, flags, cwd, env=None):
+    def __init__(self, script, flags, cwd, env=None, stderr_fd=None):
         self.argv = [str(ROOT / script), *map(str, flags)]
         self._folder = tempfile.mkdtemp(prefix="forked-")
         self._out, self._err = (os.path.join(self._folder, name) for name in ("out", "err"))
@@ -84,7 +87,8 @@ class Forked:
         sys.stderr.flush()
         self.pid = os.fork()
         if self.pid == 0:
-            _child(self.argv, cwd, dict(env or {}), self._out, self._err)
+            _child(self.argv, cwd, dict(env or {}), self._out,
+                   self._err if stderr_fd is None else stderr_fd)
         self.returncode = None
 
     def poll(self):
@@ -111,6 +115,9 @@ class Forked:
         self.send_signal(signal.SIGKILL)
         self.wait()
 
+    def stderr_so_far(self) -> str:
+        return Path(self._err).read_text(errors="replace") if os.path.exists(self._err) else ""
+
     def output(self) -> tuple[str, str]:
         return tuple(Path(path).read_text(errors="replace") if os.path.exists(path) else ""
                      for path in (self._out, self._err))
@@ -121,8 +128,10 @@ class Forked:
         return subprocess.CompletedProcess(self.argv, self.returncode, stdout, stderr)
 
 
-def start_forked(script, *flags, cwd, env=None) -> Forked:
-    return Forked(script, flags, cwd, env)
+def start_forked(script, *flags, cwd, env=None, stderr_fd=None) -> Forked:
+    """The script forked and running; its stderr to a file (read it with .output() or
+    .stderr_so_far()) or to stderr_fd."""
+    return Forked(script, flags, cwd, env, stderr_fd)
 
 
 def run_forked(script, *flags, cwd, env=None, check=False, timeout=600):

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import ROOT, flags, run_script, scores, seed_flags
+from forked import start_forked
 from fine_tune import cli
 from fine_tune.errors import Interrupted, UserError
 from fine_tune.evaluation import evaluate_checkpoints, write_test_predictions
@@ -206,20 +207,17 @@ def test_interrupt_names_the_step_and_resume_keeps_evaluation_points(here, monke
 
 def test_ctrl_c_through_the_script_says_how_to_resume(here):
     """A real SIGINT while the script trains (seen from its plain log lines)."""
-    command = [sys.executable, str(ROOT / "run_fine_tune.py"),
-               *seed_flags(TEACHER, total_step=100000, ckpt_step=3, log_step=1)]
-    # (a shell's background job, e.g. `make test &`, inherits SIGINT ignored, and so would
-    # the script: it gets Ctrl-C's default disposition back, as in a terminal)
-    process = subprocess.Popen(command, cwd=here, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in process.stderr:
-        if " step 4/100000 " in line:
-            break
+    # (forked from this process, with Ctrl-C's default disposition, as in a terminal: a
+    # shell's background job, e.g. `make test &`, inherits SIGINT ignored)
+    process = start_forked("run_fine_tune.py",
+                           *seed_flags(TEACHER, total_step=100000, ckpt_step=3, log_step=1), cwd=here)
+    deadline = time.time() + 120
+    while " step 4/100000 " not in process.stderr_so_far():
+        assert process.poll() is None and time.time() < deadline, process.stderr_so_far()
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    rest = process.stderr.read()
     assert process.wait(timeout=60) == 130
-    last = rest.strip().splitlines()[-1]
+    last = process.output()[1].strip().splitlines()[-1]
     assert re.fullmatch(r"error: training of teacher_base_bert_mnli stopped at step \d+ of 100000; "
                         r"to continue from step (3|6) \(its last checkpoint\), run the same "
                         r"command with --resume", last), last
@@ -290,10 +288,7 @@ def test_submission_labels_follow_the_models_own_id2label(trained):
 
 
 def test_two_evaluations_at_once_never_mix_a_results_file(trained):
-    command = [sys.executable, str(ROOT / "run_fine_tune_eval.py"), *flags(EVAL)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    processes = [subprocess.Popen(command, cwd=trained, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for _ in range(2)]
+    processes = [start_forked("run_fine_tune_eval.py", *flags(EVAL), cwd=trained) for _ in range(2)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0]
     results = pd.read_csv(trained / FOLDER / "results_dev_matched.csv")
     assert list(results["step"]) == [5, 10]
@@ -448,10 +443,8 @@ def test_log_file_gets_plain_lines_and_a_terminal_gets_bars(here):
     # In a terminal: tqdm's bar, redrawn in place.
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
-    process = subprocess.Popen([sys.executable, str(ROOT / "run_fine_tune.py"),
-                                *seed_flags(TEACHER, total_step=2, experiment="tty")],
-                               cwd=here, stderr=terminal, stdout=subprocess.DEVNULL,
-                               env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    process = start_forked("run_fine_tune.py", *seed_flags(TEACHER, total_step=2, experiment="tty"),
+                           cwd=here, stderr_fd=terminal)
     os.close(terminal)
     output = b""
     while True:
