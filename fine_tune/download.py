@@ -25,9 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from fine_tune import glue_hub
 from fine_tune.cli import new_parser
-from fine_tune.data import EXPECTED_ROWS
 from fine_tune.errors import UserError, run_cli
-from fine_tune.glue import LABELED_SPLITS, TASKS, TEST_SPLITS, get_task
+from fine_tune.glue import LABELED_SPLITS, MNLI, TASKS, TEST_SPLITS, get_task
 from fine_tune.glue_hub import HUB_REPO, HubRepo
 
 TIMEOUT_S = 60  # per socket operation, so a stalled server fails instead of hanging
@@ -384,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data rows each split must have (header excluded), every split "
                              "as SPLIT=ROWS,...; change only for a mirror or a subset "
                              "(default: GLUE's release, e.g. MNLI's "
-                             + ",".join(f"{split}={n}" for split, n in EXPECTED_ROWS.items()) + ")")
+                             + ",".join(f"{split}={n}" for split, n in MNLI.rows.items()) + ")")
     parser.add_argument("--force", action="store_true",
                         help="download again and replace an existing task folder "
                              "(only once the new copy is verified)")

@@ -128,3 +128,40 @@ def seed_flags(command: str, **changes) -> list[str]:
         else:
             pairs[f"--{name}"] = str(value)
     return [item for pair in pairs.items() for item in pair]
+
+
+# ---- the order of the files, and `make test-quick` -------------------------------------
+
+# The slowest files first (measured; see docs/tests.md): `make test` hands whole files to
+# its two workers in this order, so the long ones start at once and the many short ones
+# fill in around them, and both workers finish at about the same time.
+SLOWEST_FIRST = ["test_sweep", "test_gpu_check", "test_fast_path", "test_peer_trainer",
+                 "test_bench", "test_torchrun", "test_download", "test_trust", "test_report",
+                 "test_distillation_e2e", "test_resume", "test_inference_bench",
+                 "test_download_hub", "test_errors", "test_results_store",
+                 "test_store_torchrun_gate", "test_compare"]
+
+QUICK = os.environ.get("FINE_TUNE_TEST_QUICK") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts a process or trains more than a few steps "
+                                       "(left out by make test-quick)")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # (stable: file order kept)
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_process(monkeypatch, request):
+    """Under make test-quick, a test that is not marked slow and starts a process fails
+    and says to mark it, so the quick set stays quick."""
+    if not QUICK or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "fork", refuse)

@@ -1,5 +1,6 @@
 """bench/gpu_check.sh, dry-run on the CPU with tiny sizes, so the prepared GPU check
-cannot rot: every step runs and the summary has the figures the README needs."""
+cannot rot: every step runs and the summary has the figures the README needs. Its
+benchmark steps are bench/bench_train.py's, so this is also the benchmark's test."""
 import json
 import os
 import subprocess
@@ -32,6 +33,17 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     # bf16 no longer pays autocast's weight casts: within 25% of fp32's count (59% above it
     # before the bf16 teacher and weight copies).
     assert rows[("bench_bf16", "train lad")]["ops_per_step"] < 1.25 * rows[("bench_fp32", "train lad")]["ops_per_step"]
+    # The benchmark's authors'-approach LAD step computes what ours computes (fp32).
+    report = json.loads((out / "bench_fp32" / "tiny-cpu-fp32.json").read_text())
+    results = {row["what"]: row for row in report["results"]}
+    authors = results["train lad, authors' approach"]
+    assert authors["same_loss_and_gradients"] is True
+    assert authors["first_step_loss_ours"] == authors["first_step_loss_authors"] or \
+        abs(authors["first_step_loss_ours"] / authors["first_step_loss_authors"] - 1) < 1e-5
+    assert authors["relative_grad_difference"] < 1e-4
+    assert results["train lad"]["examples_per_s"] > 0 and results["train teacher"]["ms_per_step"] > 0
+    assert {"evaluate/predict teacher", "evaluate/predict student"} <= results.keys()
+    assert report["machine"]["torch"] and (out / "bench_fp32" / "tiny-cpu-fp32.csv").is_file()
     resume = summary["kill_resume"]
     assert resume["killed_after_checkpoint"] and resume["bitwise_equal"]  # (the CPU is deterministic)
     assert (out / "summary.csv").is_file() and (out / "environment.json").is_file()
