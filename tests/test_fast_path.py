@@ -120,10 +120,15 @@ def test_a_bf16_lad_step_still_trains_and_logs(workdir):
 def test_compiled_training_and_evaluation_equal_eager(workdir, monkeypatch):
     """--compile (inductor, on the CPU here) changes the kernels, not the results (with
     gradient accumulation, whose micro-batches need no DDP no_sync in one process)."""
+    from fine_tune.demo_data import demo_texts, write_tiny_bert
     from fine_tune.evaluation import evaluate_checkpoints
     from fine_tune.teacher import fine_tune_teacher
     monkeypatch.chdir(workdir)
-    teacher = ("--ptrain_ver tiny-bert --batch_size 8 --accum_step 2 --ckpt_step 3 --log_step 3 "
+    # One layer: compiling takes most of this test (a 4-layer BERT: 36 s on one core, 26 s).
+    write_tiny_bert(workdir / "one-layer-bert", demo_texts(workdir / "data" / "fine_tune"),
+                    hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                    max_position_embeddings=128)
+    teacher = ("--ptrain_ver one-layer-bert --batch_size 8 --accum_step 2 --ckpt_step 3 --log_step 3 "
                "--lr 1e-3 --max_seq_len 32 --device_id -1 --total_step 3 --warmup_step 1 --dropout 0")
     results = {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):
