@@ -342,6 +342,7 @@ def test_compare_experiments_loads_the_best_checkpoints(experiments):
     assert compare.seed_group(exp_dir, "bert", "mnli", "LAD_lr") == ["LAD_lr"]
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_comparison(experiments):
     exp_dir, gold, models = experiments
     result = run_compare("LAD_s1", "PKD_s1", "--exp_dir", exp_dir, "--resamples", 2000)
@@ -386,6 +387,7 @@ def test_seed_groups_named_or_listed(experiments, capsys):
         assert text in help_text, text
 
 
+@pytest.mark.slow
 def test_the_command_refuses_in_one_line(experiments, capsys):
     exp_dir, _, _ = experiments
     flags = ["--exp_dir", exp_dir, "--resamples", 10]

@@ -98,6 +98,7 @@ def work(assets, deep_bert, tmp_path_factory):
 
 
 @pytest.mark.parametrize("experiment", STUDENTS)
+@pytest.mark.slow
 def test_seed_distillation_command_trains_a_student(work, experiment):
     script, command, gates = STUDENTS[experiment]
     small = {k: v for k, v in SMALL.items() if gates or k not in GATE_FLAGS}

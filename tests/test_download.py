@@ -105,6 +105,7 @@ def assert_one_error_line(result, *phrases):
         assert phrase in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_download_extracts_verified_mnli_and_removes_zip(tmp_path, server):
     contents = make_zip(server.root / "MNLI.zip")
     data_dir = tmp_path / "data"
@@ -124,6 +125,7 @@ def test_download_extracts_verified_mnli_and_removes_zip(tmp_path, server):
     assert list(train.labels) == [1, 2, 0, 1]
 
 
+@pytest.mark.slow
 def test_wrong_row_count_is_refused_and_leaves_nothing(tmp_path, server):
     make_zip(server.root / "MNLI.zip", rows={**ROWS, "train": 3})
     data_dir = tmp_path / "data"
@@ -134,6 +136,7 @@ def test_wrong_row_count_is_refused_and_leaves_nothing(tmp_path, server):
     assert not data_dir.exists()  # created for the download, removed with it
 
 
+@pytest.mark.slow
 def test_failed_force_download_keeps_existing_mnli(tmp_path, server):
     make_zip(server.root / "MNLI.zip")
     make_zip(server.root / "bad.zip", rows={**ROWS, "dev_mismatched": 1})
@@ -148,6 +151,7 @@ def test_failed_force_download_keeps_existing_mnli(tmp_path, server):
     assert snapshot(data_dir / "MNLI") == before
 
 
+@pytest.mark.slow
 def test_force_replaces_existing_mnli_with_verified_copy(tmp_path, server):
     make_zip(server.root / "small.zip", rows={split: 1 for split in SPLITS})
     make_zip(server.root / "MNLI.zip")
@@ -161,6 +165,7 @@ def test_force_replaces_existing_mnli_with_verified_copy(tmp_path, server):
     assert len(read_split(data_dir, "mnli", "train").premise) == ROWS["train"]
 
 
+@pytest.mark.slow
 def test_http_404_names_the_url(tmp_path, server):
     url = server.url("missing/MNLI.zip")
     data_dir = tmp_path / "data" / "fine_tune"
@@ -174,6 +179,7 @@ def test_http_404_names_the_url(tmp_path, server):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_verified_folder_is_not_downloaded_again(tmp_path, server):
     make_zip(server.root / "MNLI.zip")
     data_dir = tmp_path / "data"
@@ -189,6 +195,7 @@ def test_verified_folder_is_not_downloaded_again(tmp_path, server):
     assert snapshot(data_dir / "MNLI") == before
 
 
+@pytest.mark.slow
 def test_unverified_folder_needs_force(tmp_path, server):
     data_dir = tmp_path / "data"
     (data_dir / "MNLI").mkdir(parents=True)
@@ -288,6 +295,7 @@ def test_ax_is_one_file(tmp_path):
     assert read_split(tmp_path / "data", "ax", "test").index == ["0", "1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_mrpc_is_built_as_glues_script_builds_it(tmp_path, server):
     bom = "\ufeff"
     header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"

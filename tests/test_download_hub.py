@@ -248,6 +248,7 @@ def run_module(data_dir: Path, env: dict, *args):
                           env={**os.environ, **env}, timeout=120)
 
 
+@pytest.mark.slow
 def test_offline_the_hub_cache_is_used_and_its_absence_is_one_line(tmp_path):
     glue_dir, hub_dir, cache = tmp_path / "glue", tmp_path / "hub", tmp_path / "cache"
     write_task(glue_dir, "wnli", rows=5)

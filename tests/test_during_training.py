@@ -18,6 +18,7 @@ from test_resume import LAD, TEACHER, assert_bitwise_equal, run_hooked, weights
 DURING = ["--eval_during_training", "dev_matched,dev_mismatched", "--keep_checkpoints", "1"]
 
 
+@pytest.mark.slow
 def test_lad_evaluated_and_pruned_during_training_resumes_bitwise(workdir):
     work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work)

@@ -117,6 +117,7 @@ def test_a_bf16_lad_step_still_trains_and_logs(workdir):
     assert any(not torch.equal(a, b) for a, b in zip(before, run.objective.parameters()))
 
 
+@pytest.mark.slow
 def test_compiled_training_and_evaluation_equal_eager(workdir, monkeypatch):
     """--compile (inductor, on the CPU here) changes the kernels, not the results (with
     gradient accumulation, whose micro-batches need no DDP no_sync in one process)."""

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_check"
     result = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), str(out), "--cpu", "--no_compile"],

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "inference.py"
@@ -26,6 +28,7 @@ def glue_dir(tmp_path):
     return tmp_path / "glue"
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_both_models_and_paths(tmp_path):
     output = tmp_path / "inference.json"
     # One thread: two would fight the other test worker for the two cores.
@@ -58,6 +61,7 @@ def test_smoke_run_reports_both_models_and_paths(tmp_path):
     assert "student" in result.stdout and "pipeline ex/s" in result.stdout
 
 
+@pytest.mark.slow
 def test_missing_inputs_are_one_line_and_exit_2(tmp_path):
     result = bench("--smoke", "--glue_dir", tmp_path / "nowhere", "--output", tmp_path / "x.json")
     assert result.returncode == 2

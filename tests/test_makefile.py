@@ -31,6 +31,7 @@ def make(project, *args):
     return subprocess.run(["make", *args], cwd=project, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_an_old_python_is_refused_before_anything_is_made(project):
     result = make(project, "test", "PYTHON=./python3.8")
     assert result.returncode != 0
@@ -40,6 +41,7 @@ def test_an_old_python_is_refused_before_anything_is_made(project):
     assert not (project / ".venv").exists()
 
 
+@pytest.mark.slow
 def test_a_venv_left_by_an_old_python_is_removed(project):
     (project / ".venv" / "bin").mkdir(parents=True)
     shutil.copy(project / "python3.8", project / ".venv" / "bin" / "python")

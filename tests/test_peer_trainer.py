@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "peer_trainer.py"
@@ -19,6 +21,7 @@ def run(args, cwd, timeout=300):
                           env=env, cwd=cwd, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_smoke_runs_both_sides_and_writes_the_table(tmp_path):
     output = tmp_path / "out" / "peer.json"
     # (the length-grouped pair is the same path with one flag per side, and two more
@@ -70,6 +73,7 @@ def test_smoke_runs_both_sides_and_writes_the_table(tmp_path):
     assert any(line.strip().startswith("Trainer: Trainer.evaluate") for line in table)
 
 
+@pytest.mark.slow
 def test_missing_model_or_data_folder_is_one_line(tmp_path):
     result = run(["--model_dir", str(tmp_path / "nowhere")], cwd=tmp_path, timeout=60)
     assert result.returncode == 2

@@ -28,6 +28,7 @@ def call(parser, target, argv):
     getattr(importlib.import_module(module), function)(Settings(**vars(parser().parse_args(argv))))
 
 
+@pytest.mark.slow
 def test_report_rows_seed_groups_and_plots(workdir, monkeypatch, capsys):
     import torch
     from matplotlib.image import imread

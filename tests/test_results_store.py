@@ -131,6 +131,7 @@ def _merge_steps(folder, steps):
                       {(step, "fp32"): np.array([0, 1, 0, 0])}, gold, [0, 1, 2, 3])
 
 
+@pytest.mark.slow
 def test_two_evaluations_merging_at_once_lose_no_row(tmp_path):
     """Defect 2: an evaluation running beside training could overwrite the row the
     trainer had just merged."""

@@ -87,6 +87,7 @@ def assert_bitwise_equal(a, b):
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_teacher_killed_mid_training_resumes_bitwise(workdir):
     work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER, exp_dir="ref"), cwd=work)
@@ -105,6 +106,7 @@ def test_teacher_killed_mid_training_resumes_bitwise(workdir):
         assert_bitwise_equal(weights(folder, step), weights(reference, step))
 
 
+@pytest.mark.slow
 def test_teacher_killed_while_saving_keeps_the_previous_checkpoint(workdir):
     work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER, exp_dir="ref"), cwd=work)
@@ -122,6 +124,7 @@ def test_teacher_killed_while_saving_keeps_the_previous_checkpoint(workdir):
     assert_bitwise_equal(weights(folder, 14), weights(work / "ref" / "teacher_base_bert_mnli", 14))
 
 
+@pytest.mark.slow
 def test_lad_killed_mid_training_resumes_bitwise(workdir):
     work = workdir
     run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work)
@@ -163,6 +166,7 @@ def test_a_run_recorded_before_a_flag_existed_resumes_with_its_old_value(tmp_pat
             pass
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
     work = workdir
     result = run_hooked("nan_at_step", 7, "run_fine_tune.py", seed_flags(TEACHER, log_step=100), work)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT
 
 SCRIPT = textwrap.dedent("""
@@ -31,6 +33,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_gate_no_rank_used_keeps_no_gradient(tmp_path):
     script = tmp_path / "gates.py"
     script.write_text(SCRIPT.format(root=str(ROOT)))

@@ -59,6 +59,7 @@ def test_a_complete_set_is_packed_at_the_zips_top_level(exp_dir, tmp_path):
         assert archive.read("AX.tsv").decode().endswith("mnli-10\n")  # the MNLI experiment's
 
 
+@pytest.mark.slow
 def test_an_incomplete_set_is_refused_unless_partial(exp_dir, tmp_path):
     output = tmp_path / "out.zip"
     command = [sys.executable, "-m", "fine_tune.submit", "--mnli", "LAD", "--exp_dir", str(exp_dir),
@@ -75,6 +76,7 @@ def test_an_incomplete_set_is_refused_unless_partial(exp_dir, tmp_path):
     assert sorted(zipfile.ZipFile(output).namelist()) == ["MNLI-m.tsv", "MNLI-mm.tsv"]
 
 
+@pytest.mark.slow
 def test_missing_files_and_results_name_the_command_to_run(exp_dir, tmp_path):
     (exp_dir / "LAD_bert_rte" / "predictions" / "10" / "RTE.tsv").unlink()
     with pytest.raises(UserError, match=r"--rte LAD: .*RTE.tsv not found: write it with python "

@@ -105,6 +105,7 @@ def start_lines(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if "] $ " in line]
 
 
+@pytest.mark.slow
 def test_plan_runs_in_order_with_results_and_a_second_run_does_nothing(workdir, monkeypatch, capsys):
     plan = write_plan(workdir, PLAN)
     run_sweep(workdir, monkeypatch, plan, "--cpus", "2")
@@ -146,6 +147,7 @@ def pd_read(path):
     return pd.read_csv(path)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_its_run_to_the_same_weights(workdir):
     plan = write_plan(workdir, DEFAULTS.replace("total_step = 6", "total_step = 120")
                       .replace("ckpt_step = 3", "ckpt_step = 20")
@@ -172,6 +174,7 @@ def test_a_killed_sweep_resumes_its_run_to_the_same_weights(workdir):
         assert torch.equal(resumed[name], uninterrupted[name]), name
 
 
+@pytest.mark.slow
 def test_a_bad_flag_in_a_late_run_is_refused_before_anything_trains(workdir, monkeypatch):
     plan = write_plan(workdir, PLAN + """
 [[run]]
@@ -207,6 +210,7 @@ def test_two_runs_of_one_experiment_and_an_unsaved_teacher_step_are_refused(work
         plans.load(write_plan(workdir, unsaved))
 
 
+@pytest.mark.slow
 def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, capsys):
     plan = write_plan(workdir, PLAN.replace('ptrain_ver = "tiny-bert"', 'ptrain_ver = "no-such-bert"'))
     with pytest.raises(SystemExit) as stopped:
@@ -222,6 +226,7 @@ def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, c
     assert not (workdir / "exp" / "LAD_s1_bert_mnli").exists()
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_a_plan_with_a_dependency(workdir, monkeypatch):
     plan = write_plan(workdir, DEFAULTS + """
 [[run]]
@@ -249,6 +254,7 @@ lr = "log:1e-4:1e-3"
 """
 
 
+@pytest.mark.slow
 def test_a_search_resumes_after_a_kill_without_repeating_finished_trials(workdir):
     import optuna
     plan = write_plan(workdir, SEARCH)
@@ -389,6 +395,7 @@ def test_a_search_without_dev_scores_during_training_is_refused_at_once(workdir)
                               "other.toml"))
 
 
+@pytest.mark.slow
 def test_slurm_jobs_carry_their_own_dependencies_time_and_gpus(workdir, monkeypatch):
     """The sbatch files the sweep submits, through a stand-in sbatch (no cluster here)."""
     from fine_tune.sweep import Launch, SubmititExecutor

@@ -64,6 +64,7 @@ def work(assets, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_does(work):
     one, two = work / "exp" / "teacher_base_bert_mnli", work / "two" / "teacher_base_bert_mnli"
     # The teacher: 6 steps of a global batch of 32 (16 per rank, 2 micro-batches each).
@@ -93,6 +94,7 @@ def test_two_processes_train_what_one_does(work):
                                     for d in ("exp", "two_lad")))
 
 
+@pytest.mark.slow
 def test_evaluation_and_prediction_sharded_over_two_processes(work):
     """Each rank evaluates every other batch; rank 0 gathers them: the same metrics and
     submission rows as one process, none twice (60 dev rows in batches of 7: uneven)."""
@@ -113,6 +115,7 @@ def test_evaluation_and_prediction_sharded_over_two_processes(work):
     assert predictions.read_text() == expected and len(expected.splitlines()) == 41
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_is_exact_and_needs_the_same_number_of_processes(work):
     teacher = seed_flags(TEACHER, **SHORT, exp_dir="killed")
     killed = torchrun("run_fine_tune.py", *teacher, cwd=work, hook=("kill_after_step", 5),
@@ -130,6 +133,7 @@ def test_resume_under_torchrun_is_exact_and_needs_the_same_number_of_processes(w
     assert_bitwise_equal(weights(folder, 6), weights(work / "two" / "teacher_base_bert_mnli", 6))
 
 
+@pytest.mark.slow
 def test_errors_under_torchrun_are_one_line_printed_once(work):
     # A flag error: every rank parses the same flags; rank 0 says it.
     result = torchrun("run_fine_tune.py", *seed_flags(TEACHER, **SHORT), "--lr", "x", cwd=work,

@@ -135,6 +135,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_the_run_unsaved(here, mo
     assert torch.load(experiment.path / "train_state.pt", weights_only=False)["step"] == 5
 
 
+@pytest.mark.slow
 def test_a_second_training_of_a_live_experiment_is_refused(trained):
     """The folder is held (flock) by a live run: the second run names it and changes nothing."""
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -169,6 +170,7 @@ def test_a_run_never_overwrites_its_own_teacher(trained):
     assert tree(trained / FOLDER) == before
 
 
+@pytest.mark.slow
 def test_interrupt_names_the_step_and_resume_keeps_evaluation_points(here, monkeypatch):
     """Ctrl-C at step 7: the message says --resume continues from step 5; evaluation points
     logged meanwhile survive the resume, which adds no empty event file."""
@@ -205,6 +207,7 @@ def test_interrupt_names_the_step_and_resume_keeps_evaluation_points(here, monke
         assert reader.Tags()["scalars"], f"empty event file {path}"
 
 
+@pytest.mark.slow
 def test_ctrl_c_through_the_script_says_how_to_resume(here):
     """A real SIGINT while the script trains (seen from its plain log lines)."""
     # (forked from this process, with Ctrl-C's default disposition, as in a terminal: a
@@ -287,6 +290,7 @@ def test_submission_labels_follow_the_models_own_id2label(trained):
                                   scores(trained / "exp/teacher_base_bert_mnli/results_dev_matched.csv"))
 
 
+@pytest.mark.slow
 def test_two_evaluations_at_once_never_mix_a_results_file(trained):
     processes = [start_forked("run_fine_tune_eval.py", *flags(EVAL), cwd=trained) for _ in range(2)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0]
@@ -387,6 +391,7 @@ def test_a_student_that_does_not_fit_gets_every_fix_in_one_line(trained):
     distil_partial_lad(cli.probing_parser().parse_args(flags(seed) + fixes))
 
 
+@pytest.mark.slow
 def test_help_and_flag_errors_answer_without_importing_torch(here):
     probe = ("import os, runpy, sys\n"
              "sys.argv = sys.argv[1:]\n"
@@ -429,6 +434,7 @@ def test_device_left_out_uses_gpu_0_and_says_so(monkeypatch, capsys):
 
 # ---- logs ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_log_file_gets_plain_lines_and_a_terminal_gets_bars(here):
     train = here / "data" / "fine_tune" / "MNLI" / "train.tsv"  # with a byte-order mark, too
     train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
