@@ -373,10 +373,10 @@ def measure_inference(size_name, device, amp, assets, batch_size):
 def matmul_tflops(device, dtype, n=None, repeats=20) -> float:
     """The dense matmul rate this device reaches in `dtype` (TFLOP/s), for MFU. A CPU's
     bf16 matmul without bf16 matrix instructions is emulated at about 1 GFLOP/s, the same
-    at 512 as at 1024 wide, so it is measured at 512 there (23 products of 1024 took 51 s
-    on the 2-core development machine, of 512 under 5 s)."""
+    at 256 as at 1024 wide, so it is measured at 256 there (23 products of 1024 took 51 s
+    on the 2-core development machine, of 256 under a second)."""
     if n is None:
-        n = 8192 if device.type == "cuda" else 512 if dtype == torch.bfloat16 else 1024
+        n = 8192 if device.type == "cuda" else 256 if dtype == torch.bfloat16 else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
