@@ -127,7 +127,7 @@ def test_documented_command_parses(script, argv, page):
 
 
 def test_every_sweep_command_names_a_shipped_plan_that_loads():
-    from fine_tune import plan
+    from fine_tune.sweep import plan
     sweeps = [argv for script, argv, _ in COMMANDS if script == "-m fine_tune.sweep"]
     assert len(sweeps) >= 3
     for argv in sweeps:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from fine_tune import plan as plans
 from fine_tune.errors import UserError
 from fine_tune.sweep import build_parser, sweep
+from fine_tune.sweep import plan as plans
 
 # A tiny teacher (the fixture's 4-layer, 32-wide BERT) and 2-layer students.
 DEFAULTS = """

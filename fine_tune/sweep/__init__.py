@@ -1,6 +1,6 @@
 """`python -m fine_tune.sweep PLAN.toml`: run a plan of experiments, resumably, and report.
 
-The plan (fine_tune.plan) lists runs of the entry scripts; each is exactly the command it
+The plan (plan.py) lists runs of the entry scripts; each is exactly the command it
 prints. Runs start when the experiments they read have been trained (a student after its
 teacher, an evaluation after its experiment); a run whose experiment is finished is
 skipped, one that was killed is continued with --resume, so running a plan again after a
@@ -11,6 +11,10 @@ experiments in <exp_dir>/<sweep>/report.md.
 
 Read in this order:
 
+- plan.py       the plan: the TOML file read, expanded into `Run`s and checked by each
+                script's parser; the order of runs (`needs`); a search's space and trials
+- state.py      what a run's experiment folder says: done, killed (--resume), new, being
+                trained by another process (its lock), or trained with other settings
 - cli.py        the command: flags, the checks before anything starts, --dry_run, `sweep`
 - scheduler.py  `Sweep`: the loop (when a run may start, in which slot, with --resume or
                 not), failures skipping dependants, waiting on another sweep's lock
@@ -20,9 +24,10 @@ Read in this order:
 - search.py     `Search`: a [run.search] as an Optuna study, with pruning
 - summary.py    the final table, runs.csv, failed runs' logs, the report
 
-No two modules import each other: runs.py imports none of the others; local.py,
-slurm.py and search.py import runs.py; scheduler.py imports search.py; summary.py
-imports scheduler.py; cli.py imports the rest. optuna, submitit, pandas and
+No two modules import each other: state.py imports none of the others; plan.py imports
+state.py; runs.py imports plan.py; local.py, slurm.py and search.py import runs.py;
+scheduler.py imports search.py; summary.py imports scheduler.py; cli.py imports the
+rest. optuna, submitit, pandas, fine_tune.experiment, fine_tune.results and
 fine_tune.report are imported where they are used, not when the sweep starts.
 """
 from fine_tune.sweep.cli import assignment, build_parser, gpu_list, main, minutes, sweep

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.cli import new_parser, positive_float, positive_int
 from fine_tune.errors import Interrupted, UserError, run_cli
 from fine_tune.sweep.local import LocalExecutor

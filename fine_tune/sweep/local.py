@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections import deque
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.errors import UserError
 from fine_tune.sweep.runs import Launch, command_line
 

@@ -2,14 +2,15 @@
 (`Outcome`), the process it is (`command_line`), its log (`tail`, `last_line`), and the
 timestamped lines the sweep prints as it goes (`say`, `duration`).
 
-Every other module of the sweep imports from here; this one imports none of them.
+Every module of the sweep but plan.py and state.py imports from here; this one imports
+only plan.py (`Run`).
 """
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # where the entry scripts are
 

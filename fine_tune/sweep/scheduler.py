@@ -1,6 +1,6 @@
 """`Sweep`: the scheduling loop. Runs wait in plan order until the runs they read have
 ended; each starts in a free slot of the executor as a new run, with --resume when it was
-killed, or not at all when it is done or trained with other settings (fine_tune.plan's
+killed, or not at all when it is done or trained with other settings (state.py's
 `state`). A run whose dependency failed is skipped, and so are runs already submitted
 behind it. A run refused because another process holds its experiment's lock (a race
 with another sweep, `elsewhere`) goes back to waiting instead of failing. A run with a
@@ -10,7 +10,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.sweep.runs import Launch, Outcome, duration, last_line, say, tail
 from fine_tune.sweep.search import Search
 

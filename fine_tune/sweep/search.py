@@ -8,7 +8,7 @@ optuna is imported when a plan has a search, not before.
 import time
 from collections import deque
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.errors import UserError
 from fine_tune.sweep.runs import Launch, Outcome, say
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.errors import UserError
 from fine_tune.sweep.runs import ROOT, Launch, command_line
 

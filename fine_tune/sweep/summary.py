@@ -7,7 +7,7 @@ pandas and fine_tune.report are imported here when the sweep ends, not before.
 import time
 from pathlib import Path
 
-from fine_tune import plan as plans
+import fine_tune.sweep.plan as plans
 from fine_tune.errors import UserError
 from fine_tune.settings import Settings
 from fine_tune.sweep.runs import Outcome, duration, tail

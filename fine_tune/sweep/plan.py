@@ -15,15 +15,14 @@
 
 This module reads the plan, expands it, checks every run's flags with its script's own
 parser (so a mistake in run 57 is found before run 1 trains), orders runs after the
-experiments they read, and tells from an experiment's folder whether a run is done,
-was killed (continue it with --resume) or is new. It starts nothing: fine_tune.sweep does.
+experiments they read, and makes a search's trials (`trial_run`). Whether a run is done,
+was killed (continue it with --resume) or is new is told from its experiment's folder by
+state.py (its `state` is imported here too: `plans.state(run)`). It starts nothing: the
+rest of fine_tune.sweep does.
 """
 import contextlib
-import fcntl
 import io
 import itertools
-import json
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -33,6 +32,9 @@ from pathlib import Path
 from fine_tune import cli
 from fine_tune.errors import UserError
 from fine_tune.glue import get_task
+from fine_tune.sweep.state import _config
+# (re-exported: the sweep and the tests ask the plan for a run's state, `plans.state(run)`)
+from fine_tune.sweep.state import state  # noqa: F401
 
 # script -> (its parser, what it does: trains an experiment, evaluates or predicts one)
 SCRIPTS = {
@@ -46,12 +48,6 @@ SCRIPTS = {
     "generate_test_prediction.py": (cli.predict_parser, "predict"),
 }
 NOT_FLAGS = ("script", "gpus", "search")  # keys of a [[run]] table that are the sweep's own
-# Flags whose change does not make a finished experiment another run: those --resume
-# accepts changed, and --ptrain_ver (recorded made absolute). Values the scripts derive
-# (a student's max_seq_len, steps from --epoch) are None in the plan, so not compared.
-def ignored_when_comparing() -> set:
-    from fine_tune.experiment import RESUMABLE_CHANGES
-    return RESUMABLE_CHANGES | {"world_size", "ptrain_ver"}
 
 
 @cache
@@ -404,110 +400,3 @@ def trial_run(search: Run, k: int, params: dict) -> Run:
                 needs=list(search.needs))
     trial.settings = _parse(Path("plan"), trial, trial.flags)
     return trial
-
-
-# ---- the state of a run's experiment ----------------------------------------------------
-
-def locked(folder: Path) -> bool:
-    """Whether a process is training into `folder` now (its flock is held)."""
-    try:
-        fd = os.open(folder / ".lock", os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # (closing releases a lock this call took)
-
-
-def state(run: Run) -> tuple[str, str]:
-    """(state, why): 'done' (skip it), 'resume' (killed: continue it), 'new', 'elsewhere'
-    (another process trains it now) or 'conflict' (why says what differs)."""
-    folder = run.folder()
-    config = _config(folder)
-    if run.kind == "train":
-        if locked(folder):
-            return "elsewhere", f"{folder} is being trained by another process"
-        if config is None:
-            return "new", ""
-        differences = _differences(run.settings, config)
-        if differences:
-            if run.settings.get("overwrite"):
-                return "new", f"{folder} was trained with other settings; --overwrite replaces it"
-            return "conflict", (f"{folder} exists with other settings ({'; '.join(differences)}): "
-                                "give the run another experiment name, or add overwrite = true "
-                                "to replace it")
-        total = config.get("total_step")
-        steps = _steps(folder)
-        splits = config.get("eval_during_training") or []
-        if total in steps and all(_scored(folder, split, total, config.get("amp", "fp32"))
-                                  for split in splits):
-            return "done", f"{folder} has its last checkpoint (step {total})"
-        return "resume", f"{folder} stopped at step {max(steps, default=0)} of {total}"
-    if config is None:
-        return "new", ""
-    steps = _steps(folder)
-    amp = run.settings.get("amp", "fp32")
-    if run.kind == "eval":
-        wanted = {None: steps, "best": [best.step] if (best := _best(run, folder)) else []}.get(
-            run.settings.get("ckpt"), [run.settings.get("ckpt")])
-        if wanted and all(_scored(folder, run.settings["dataset"], step, amp) for step in wanted):
-            return "done", f"{folder} has scores of every checkpoint on {run.settings['dataset']}"
-        return "new", ""
-    step = run.settings.get("ckpt")
-    task = run.task()
-    if step == "best":
-        best = _best(run, folder)
-        step = best.step if best is not None else None
-    name = task.submissions.get(run.settings["dataset"])
-    if step is not None and name and (folder / "predictions" / str(step) / name).is_file():
-        return "done", f"{folder}/predictions/{step}/{name} exists"
-    return "new", ""
-
-
-def _best(run: Run, folder: Path):
-    from fine_tune.results import best_checkpoint
-    try:
-        return best_checkpoint(folder, run.task())
-    except UserError:  # (a damaged store: the run itself says so)
-        return None
-
-
-def _config(folder: Path) -> dict | None:
-    try:
-        value = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _steps(folder: Path) -> list[int]:
-    from fine_tune.experiment import CHECKPOINT
-    return sorted(int(m.group(1)) for p in folder.glob("model-*.pt") if (m := CHECKPOINT.match(p.name)))
-
-
-def _scored(folder: Path, split: str, step: int, amp: str) -> bool:
-    path = folder / f"results_{split}.csv"
-    try:
-        import pandas as pd
-        table = pd.read_csv(path)
-    except (OSError, ValueError):
-        return False
-    rows = table.loc[table["step"] == step] if "step" in table.columns else table.iloc[:0]
-    return bool(len(rows)) and ("amp" not in rows.columns or amp in set(rows["amp"].astype(str)))
-
-
-def _differences(planned: dict, config: dict) -> list[str]:
-    """Flags the plan sets otherwise than the experiment's config.json (None: derived by
-    the script, not compared)."""
-    from fine_tune.experiment import _jsonable
-    differences, ignored = [], ignored_when_comparing()
-    for key, value in sorted(planned.items()):
-        if key in ignored or value is None or key not in config:
-            continue
-        if _jsonable(value) != config[key]:
-            differences.append(f"--{key} {config[key]!r} there, {value!r} planned")
-    return differences
