@@ -43,11 +43,11 @@ demo: python-check $(VENV)/installed
 # them, and --no-loadscope-reorder keeps that order); one thread per worker. Prints the 15
 # slowest tests and the time of the whole target, installation included.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
-test: python-check
-	@started=$$(date +%s); \
-	$(MAKE) --no-print-directory $(VENV)/installed && \
-	$(PYTEST) --durations=15 tests; status=$$?; \
-	echo "make test: $$(( $$(date +%s) - started )) s in all, installation included"; exit $$status
+# When make read this file, before .venv is installed.
+STARTED := $(shell date +%s)
+test: python-check $(VENV)/installed
+	@$(PYTEST) --durations=15 tests; status=$$?; \
+	echo "make test: $$(( $$(date +%s) - $(STARTED) )) s in all, installation included"; exit $$status
 
 # The tests that start no process and train at most a few steps (not marked slow):
 # under a minute, for the edit-test loop. A test that starts a process fails here.

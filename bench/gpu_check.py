@@ -1,6 +1,6 @@
 """The prepared GPU check: everything we cannot measure on a CPU, in one call.
 
-    bench/gpu_check.sh OUT            # on a machine with a CUDA GPU (about 8 minutes on an H100/H200)
+    bench/gpu_check.sh OUT            # on a machine with a CUDA GPU (at most --budget, 540 s)
     bench/gpu_check.sh OUT --cpu      # a dry run with tiny sizes on the CPU (the test suite runs it)
 
 Steps, each logged, each allowed to fail without stopping the others, most wanted first
