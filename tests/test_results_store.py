@@ -137,7 +137,7 @@ def test_two_evaluations_merging_at_once_lose_no_row(tmp_path):
     trainer had just merged."""
     folder = tmp_path / "exp" / "x_bert_rte"
     folder.mkdir(parents=True)
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # (two processes; the imports inherited)
     workers = [context.Process(target=_merge_steps, args=(folder, range(start, 40, 2)))
                for start in (0, 1)]
     for worker in workers:
