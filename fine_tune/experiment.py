@@ -264,10 +264,13 @@ class Experiment:
             raise UserError(f"cannot write {path}: a folder of that name is in the way; move it")
         made = [folder for folder in reversed(path.parents) if folder.is_relative_to(self.path)
                 and not folder.exists()]
+        # (a name of this process's own: two evaluations checking at once must not remove
+        # each other's probe)
+        probe = path.parent / f".{path.name}.{os.getpid()}.check"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text("", path.parent / f".{path.name}.check")
-            (path.parent / f".{path.name}.check").unlink()
+            atomic_write_text("", probe)
+            probe.unlink(missing_ok=True)
         except OSError as error:
             raise UserError(f"cannot write {path} ({error.strerror or error}): fix the "
                             f"permissions of {self.path} or free disk space") from None

@@ -293,10 +293,30 @@ def test_submission_labels_follow_the_models_own_id2label(trained):
 @pytest.mark.slow
 def test_two_evaluations_at_once_never_mix_a_results_file(trained):
     processes = [start_forked("run_fine_tune_eval.py", *flags(EVAL), cwd=trained) for _ in range(2)]
-    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0], [p.output()[1][-2000:] for p in processes]
     results = pd.read_csv(trained / FOLDER / "results_dev_matched.csv")
     assert list(results["step"]) == [5, 10]
     assert not list((trained / FOLDER).glob(".*.tmp"))
+
+
+def test_two_writability_checks_at_once_do_not_remove_each_others_probe(tmp_path, monkeypatch):
+    """Two evaluations starting together both check that they can write their results
+    file; one's probe must not be the other's (a shared name: the second unlink failed and
+    that evaluation stopped with 'cannot write')."""
+    from fine_tune import experiment as experiment_module
+    folder = tmp_path / "exp" / "x_bert_mnli"
+    folder.mkdir(parents=True)
+    write = experiment_module.atomic_write_text
+
+    def write_then_the_other_process_removes_its_probe(text, path):
+        write(text, path)
+        # the other evaluation, finishing its own check, removes the probe of the old
+        # shared name (".results_dev_matched.csv.check")
+        (path.parent / ".results_dev_matched.csv.check").unlink(missing_ok=True)
+    monkeypatch.setattr(experiment_module, "atomic_write_text",
+                        write_then_the_other_process_removes_its_probe)
+    Experiment(tmp_path / "exp", "x", "bert", "mnli").check_writable("results_dev_matched.csv")
+    assert not list(folder.glob(".*.check"))
 
 
 # ---- one clear line for every user mistake --------------------------------------------
