@@ -75,25 +75,15 @@ def run_script(script: str, *flags, cwd, check=True) -> subprocess.CompletedProc
 def _run_in_process(script: str, flags, cwd) -> subprocess.CompletedProcess:
     import contextlib
     import io
-    import runpy
-    import traceback
-    argv, here, saved_argv = [str(ROOT / script), *map(str, flags)], os.getcwd(), sys.argv
-    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+
+    from forked import run_main
+    argv, here = [str(ROOT / script), *map(str, flags)], os.getcwd()
+    stdout, stderr = io.StringIO(), io.StringIO()
     try:
         os.chdir(cwd)
-        sys.argv = argv
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                runpy.run_path(argv[0], run_name="__main__")
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-                if isinstance(exit_.code, str):
-                    print(exit_.code, file=sys.stderr)
-            except BaseException:  # as the interpreter reports an escaping exception
-                traceback.print_exc()
-                code = 1
+            code = run_main(argv)
     finally:
-        sys.argv = saved_argv
         os.chdir(here)
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
@@ -136,7 +126,7 @@ def seed_flags(command: str, **changes) -> list[str]:
 # its two workers in this order, so the long ones start at once and the many short ones
 # fill in around them, and both workers finish at about the same time.
 SLOWEST_FIRST = ["test_sweep", "test_gpu_check", "test_fast_path", "test_peer_trainer",
-                 "test_bench", "test_torchrun", "test_download", "test_trust", "test_report",
+                 "test_torchrun", "test_download", "test_trust", "test_report",
                  "test_distillation_e2e", "test_resume", "test_inference_bench",
                  "test_download_hub", "test_errors", "test_results_store",
                  "test_store_torchrun_gate", "test_compare"]

@@ -18,6 +18,7 @@ tested with subprocesses.
 import io
 import os
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,13 +31,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _exit_status(code) -> int:
-    if code is None:
+def run_main(argv: list[str]) -> int:
+    """Run the script argv[0] as `__main__` with sys.argv = argv in this process and return
+    the exit status the interpreter would give: SystemExit's code (a message printed to
+    stderr, status 1), or 1 after printing an escaping exception's traceback."""
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
         return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)  # sys.exit("message"), as the interpreter prints it
-    return 1
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)  # sys.exit("message")
+        return 1
+    except BaseException:  # as the interpreter reports an escaping exception
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv = saved
 
 
 def _child(argv: list[str], cwd, env: dict, out: str, err) -> None:
@@ -61,15 +74,7 @@ def _child(argv: list[str], cwd, env: dict, out: str, err) -> None:
             # a parallel region there would wait for it forever (torch then runs its loops
             # inline; the test processes and torchrun's ranks compute on one thread anyway).
             sys.modules["torch"].set_num_threads(1)
-        sys.argv = argv
-        try:
-            runpy.run_path(argv[0], run_name="__main__")
-            code = 0
-        except SystemExit as exit_:
-            code = _exit_status(exit_.code)
-        except BaseException:  # as the interpreter reports an escaping exception
-            traceback.print_exc()
-            code = 1
+        code = run_main(argv)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -89,13 +94,15 @@ class Forked:
         if self.pid == 0:
             _child(self.argv, cwd, dict(env or {}), self._out,
                    self._err if stderr_fd is None else stderr_fd)
-        self.returncode = None
+        self.returncode, self._texts = None, None
 
     def poll(self):
         if self.returncode is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
+            if pid:  # ended: its output is kept here and its temporary files removed
                 self.returncode = os.waitstatus_to_exitcode(status)
+                self._texts = self._read()
+                shutil.rmtree(self._folder, ignore_errors=True)
         return self.returncode
 
     def wait(self, timeout: float = 600):
@@ -115,12 +122,16 @@ class Forked:
         self.send_signal(signal.SIGKILL)
         self.wait()
 
-    def stderr_so_far(self) -> str:
-        return Path(self._err).read_text(errors="replace") if os.path.exists(self._err) else ""
-
-    def output(self) -> tuple[str, str]:
+    def _read(self) -> tuple[str, str]:
         return tuple(Path(path).read_text(errors="replace") if os.path.exists(path) else ""
                      for path in (self._out, self._err))
+
+    def stderr_so_far(self) -> str:
+        return self.output()[1]
+
+    def output(self) -> tuple[str, str]:
+        """stdout and stderr (so far, while it runs)."""
+        return self._texts if self._texts is not None else self._read()
 
     def result(self, timeout: float = 600) -> subprocess.CompletedProcess:
         self.wait(timeout)

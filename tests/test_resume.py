@@ -65,14 +65,19 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
+def write_hook(cwd) -> Path:
+    """HOOK as cwd/hook.py: run it as the script, with MODE ARG SCRIPT FLAGS... as flags."""
+    hook = Path(cwd) / "hook.py"
+    hook.write_text(HOOK.format(root=str(ROOT)))
+    return hook
+
+
 def run_hooked(mode, arg, script, args, cwd, fork=True):
     """The script in a process of its own, through the hook: forked from this one
     (tests/forked.py), or a new interpreter with fork=False (CUDA cannot be forked)."""
-    code = HOOK.format(root=str(ROOT))
     if fork:
-        hook = Path(cwd) / "hook.py"
-        hook.write_text(code)
-        return run_forked(hook, mode, arg, ROOT / script, *args, cwd=cwd)
+        return run_forked(write_hook(cwd), mode, arg, ROOT / script, *args, cwd=cwd)
+    code = HOOK.format(root=str(ROOT))
     return subprocess.run([sys.executable, "-c", code, mode, str(arg), str(ROOT / script), *args],
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT, flags, run_script, scores, seed_flags
 from forked import torchrun_forked
-from test_resume import HOOK, LAD, TEACHER, assert_bitwise_equal, weights
+from test_resume import LAD, TEACHER, assert_bitwise_equal, weights, write_hook
 
 # A short run with several checkpoints; no dropout, so the ranks' different dropout draws
 # cannot differ from one process's.
@@ -25,8 +25,7 @@ def torchrun(script, *args, cwd, nproc=2, hook=None, env=None, check=True, launc
     torchrun's environment (tests/forked.py: no 5-7 s of imports per rank); launcher=True
     runs torchrun itself, as a user types it."""
     if hook is not None:
-        (cwd / "hook.py").write_text(HOOK.format(root=str(ROOT)))
-        script, args = cwd / "hook.py", (*hook, ROOT / script, *args)
+        script, args = write_hook(cwd), (*hook, ROOT / script, *args)
     if not launcher:
         return torchrun_forked(script, *args, cwd=cwd, nproc=nproc, env=env, check=check)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
