@@ -21,7 +21,7 @@ python-check:
 # pip --no-compile, then the modules a run imports are compiled by importing them once,
 # in two processes side by side (torch's share takes most of it): torch alone has
 # thousands of files a run never imports, and compiling them all took as long as the rest
-# of the installation (95 s against 51 s here). Modules imported later are compiled on
+# of the installation (95 s in all against about 45 s here). Modules imported later are compiled on
 # first use, as always.
 WARM_TORCH := import torch, transformers, torch.distributed.run, torch.utils.tensorboard; \
   from transformers import BertForSequenceClassification, BertTokenizerFast; \

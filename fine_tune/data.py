@@ -19,8 +19,7 @@ from fine_tune.glue import (LABEL_TO_ID, LABELED_SPLITS, LABELS, MNLI, NUM_CLASS
                             SPLITS, SUBMISSION_FILES, TASK_DIRS, TASKS, TEST_SPLITS, Layout,
                             get_task)
 
-# MNLI's row counts and column layouts by file kind (the download and the demo use them).
-EXPECTED_ROWS = dict(MNLI.rows)
+# MNLI's column layouts by file kind (the demo uses them).
 COLUMNS = {kind: list(MNLI.files[split][1].header)
            for kind, split in (("train", "train"), ("dev", "dev_matched"), ("test", "test_matched"))}
 GLUE_MNLI_URL = "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip"
