@@ -53,5 +53,5 @@ class ALPObjective(DistillationObjective):
 
 
 def distil_alp(args) -> None:
-    distil(args, lambda args, teacher_layers, device, _: ALPObjective(args, teacher_layers, device),
+    distil(args, lambda args, teacher, device, _: ALPObjective(args, teacher.num_hidden_layers, device),
            f"ALP-KD ({args.alp_exp})")

@@ -23,6 +23,8 @@ from fine_tune.settings import Settings
 MODELS = ("bert",)
 ALP_VARIANTS = ("alp-kd", "alp-kd-hidden", "alp-kd-hidden-v2")
 PKD_LOSSES = ("mse", "pkd-skip")
+LAYER_MAPS = ("uniform", "last", "random")
+GATE_MODES = ("learned", "frozen", "uniform")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -328,23 +330,39 @@ def add_teacher_ref_args(parser):
     return group
 
 
-def add_student_args(parser, student_init=True):
+def add_student_args(parser, student_init=True, width_free=False):
+    """`width_free`: a method whose student may be narrower than the teacher (KD, TinyBERT,
+    MiniLM), which then starts from --student_ptrain_ver or at random."""
     group = parser.add_argument_group("student architecture and initialisation")
+    same = ("may differ from the teacher's; the pre-trained model the student starts from "
+            "(--student_ptrain_ver) must have it" if width_free else "must equal the teacher's")
     group.add_argument("--num_hidden_layers", type=positive_int, default=6,
                        help="transformer layers of the student")
     group.add_argument("--d_model", type=positive_int, default=768,
-                       help="hidden size; must equal the teacher's, whose layers initialise the student")
+                       help=f"hidden size; {same}" + ("" if width_free else
+                                                      ", whose layers initialise the student"))
     group.add_argument("--d_ff", type=positive_int, default=3072,
-                       help="feed-forward inner size; must equal the teacher's")
+                       help=f"feed-forward inner size; {same}")
     group.add_argument("--num_attention_heads", type=positive_int, default=12,
-                       help="attention heads per layer; must equal the teacher's")
+                       help=f"attention heads per layer; {same}")
     group.add_argument("--type_vocab_size", type=positive_int, default=2,
                        help="token-type (segment) vocabulary size")
     if student_init:  # partial LAD's initialisation follows its indices instead
-        group.add_argument("--student_init", default="even", choices=("even", "first"),
+        group.add_argument("--student_init", default="even",
+                           choices=("even", "first", "random") if width_free else ("even", "first"),
                            help="pre-trained layers copied into the student: 'even' takes layer "
-                                "i*k (k = teacher layers // student layers) for student layer i, "
-                                "'first' takes layers 1..n")
+                                "i*k (k = pre-trained layers // student layers) for student layer "
+                                "i, 'first' takes layers 1..n"
+                                + ("; 'random' copies none (every layer and the pooler start "
+                                   "random, BERT's N(0, 0.02))" if width_free else ""))
+    if width_free:
+        group.add_argument("--student_ptrain_ver", default=None, metavar="MODEL",
+                           help="a pre-trained BERT of the student's width, feed-forward size "
+                                "and heads (a hub name or a local folder, with the teacher's "
+                                "vocabulary; e.g. General TinyBERT 4L-312) whose layers (and, "
+                                "with --init_embeddings copy, embeddings) initialise the student "
+                                "(default: the teacher's --ptrain_ver, which needs the "
+                                "teacher's width)")
     group.add_argument("--init_embeddings", default="random", choices=("random", "copy"),
                        help="'random' (the authors' setup): the student's word, position and "
                             "token-type embeddings start random (N(0, 0.02)), with a position "
@@ -368,13 +386,20 @@ def add_distillation_loss_args(parser, mu_help=MU_HELP):
     group.add_argument("--hard_weight", type=non_negative_float, default=None,
                        help="weight of the cross-entropy with the gold labels (STS-B: of the "
                             "MSE with the gold score)")
-    group.add_argument("--mu", type=non_negative_float, default=None, help=mu_help)
+    if mu_help is not None:
+        group.add_argument("--mu", type=non_negative_float, default=None, help=mu_help)
     return group
 
 
 def add_gate_args(parser):
     group = add_optimizer_args(parser, prefix="gate_", what="gates")
     add_device_arg(group, "--gate_device_id", "the gates")
+    group.add_argument("--gate_mode", default="learned", choices=GATE_MODES,
+                       help="the ablation of the gates: 'learned' (the authors' method) trains "
+                            "them; 'frozen' keeps every gate at its seeded initial weights (no "
+                            "gate optimiser, no gate-<step>.pt); 'uniform' fixes z = 1/2 "
+                            "everywhere, A_i = LayerNorm(H_i/2 + A_(i-1)/2) with no gate "
+                            "parameters. The gate statistics are logged in every mode")
     return group
 
 
@@ -397,14 +422,15 @@ def per_task(parser, script: str):
 
 
 def student_parser(description: str, script: str, gates: bool = False, student_init: bool = True,
-                   mu_help: str = MU_HELP, **seed_values):
+                   mu_help: str | None = MU_HELP, width_free: bool = False, **seed_values):
     """The flags every distillation script shares; scripts add their method's own.
     `script` names its row of per-task defaults (task_defaults); `seed_values` are the
-    script's seed-command values of other flags where they differ from LAD's."""
+    script's seed-command values of other flags where they differ from LAD's. `mu_help`
+    None: a method without --mu (KD)."""
     parser = new_parser(description)
     add_experiment_args(parser)
     add_teacher_ref_args(parser)
-    add_student_args(parser, student_init)
+    add_student_args(parser, student_init, width_free)
     add_training_args(parser, ckpt_step=2000, log_step=200)
     add_optimizer_args(parser)
     if gates:
@@ -531,12 +557,62 @@ def pkd_parser():
                                     "pkd-skip it is beta of the original PKD code: mu times the "
                                     "mean squared difference of the normalised [CLS] vectors "
                                     "over batch, layers and hidden size")
-    parser.add_argument_group("BERT-PKD").add_argument(
+    group = parser.add_argument_group("BERT-PKD")
+    group.add_argument(
         "--pkd_loss", default="mse", choices=PKD_LOSSES,
         help="'mse': the LAD authors' version, MSE over the whole sequence against teacher layers "
              "k, 2k, .., L; 'pkd-skip': the original PKD-Skip loss on L2-normalised [CLS] vectors "
              "against teacher layers k, .., (n-1)k, a mean weighted by --mu, as in the PKD "
              "authors' code")
+    group.add_argument(
+        "--layer_map", default="uniform", choices=LAYER_MAPS,
+        help="which teacher layers the student's layers learn: 'uniform' those above (k, 2k, "
+             "..); 'last' only the student's last layer the teacher's last (Ko et al. 2023's "
+             "control; --pkd_loss mse); 'random' a new sorted random set of as many distinct "
+             "teacher layers every epoch, seeded by --seed (RAIL-KD's layer-wise variant, "
+             "Haidar et al. 2022)")
+    return parser
+
+
+def kd_parser():
+    return student_parser(
+        "Vanilla KD (Hinton et al. 2015): the student learns the teacher's softened outputs "
+        "and the gold labels, with no layer loss. --soft_weight 0 is the labels-only floor: "
+        "the teacher runs no forward pass.", "kd", mu_help=None, width_free=True)
+
+
+def tinybert_parser():
+    parser = student_parser(
+        "TinyBERT's task-specific distillation (Jiao et al. 2020), without data augmentation: "
+        "MSE of embeddings, hidden states (through a learnt projection when the widths "
+        "differ) and pre-softmax attention scores, student layer m to teacher layer m*k, "
+        "plus the prediction layer's soft loss.", "tinybert", width_free=True,
+        mu_help="weight of every intermediate term (embeddings, hidden states, attention "
+                "scores); the authors sum them unweighted (1)")
+    parser.add_argument_group("TinyBERT").add_argument(
+        "--intermediate_step", type=non_negative_int, default=0, metavar="N",
+        help="the authors' two stages in one run: steps 1..N train the intermediate terms "
+             "only, the remaining steps of --total_step the prediction terms only, each stage "
+             "with fresh AdamW moments and its own warmup (--warmup_step split in proportion) "
+             "and decay; 0: one stage, every term together")
+    return parser
+
+
+def minilm_parser():
+    parser = student_parser(
+        "MiniLM-style self-attention relation distillation (MiniLMv2, Wang et al. 2021): KL "
+        "between the teacher's and the student's query-query, key-key and value-value "
+        "relations of one teacher layer and the student's last layer, plus the logit loss.",
+        "minilm", width_free=True,
+        mu_help="weight of each of the three relation terms (1: their sum, as in the paper)")
+    group = parser.add_argument_group("MiniLM")
+    group.add_argument("--minilm_teacher_layer", type=positive_int, default=None, metavar="LAYER",
+                       help="the teacher layer (1-based) whose relations the student's last "
+                            "layer learns (default: the teacher's last)")
+    group.add_argument("--relation_heads", type=positive_int, default=None,
+                       help="relation heads r: the concatenated heads' queries, keys and values "
+                            "are split into r parts of width/r; r must divide the student's and "
+                            "the teacher's widths (default: the teacher's attention heads)")
     return parser
 
 

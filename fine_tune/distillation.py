@@ -32,6 +32,7 @@ class DistillationObjective(Objective):
     task: MSE to the gold score and MSE to the teacher's score) + the method's hidden-state
     terms. Tensors are moved to the student's device for the loss."""
     needs_hidden_states = True
+    needs_teacher = True  # False: the loop runs no teacher forward pass (labels only)
 
     def __init__(self, args, device: torch.device):
         super().__init__()
@@ -43,26 +44,32 @@ class DistillationObjective(Objective):
 
     def forward(self, student_out, teacher_out, labels):
         logits = student_out.logits
-        teacher_logits = move(teacher_out.logits, self.device)
-        terms = {
-            "hard": self.hard_weight * self.head.hard(logits, labels),
-            "soft": self.soft_weight * self.head.soft(logits, teacher_logits, self.temperature),
-        }
-        terms.update(self.hidden_terms(student_out.hidden_states[1:], teacher_out.hidden_states[1:]))
+        terms = {"hard": self.hard_weight * self.head.hard(logits, labels)}
+        if self.needs_teacher:
+            teacher_logits = move(teacher_out.logits, self.device)
+            terms["soft"] = self.soft_weight * self.head.soft(logits, teacher_logits,
+                                                              self.temperature)
+        terms.update(self.layer_terms(student_out, teacher_out))
         return terms
+
+    def layer_terms(self, student_out, teacher_out) -> dict:
+        """The method's terms beyond the logits; by default `hidden_terms` of the layers'
+        outputs (the embedding output left out)."""
+        return self.hidden_terms(student_out.hidden_states[1:], teacher_out.hidden_states[1:])
 
     def hidden_terms(self, student_hidden, teacher_hidden) -> dict:
         """{name: weighted loss} from S_1..S_n and H_1..H_L (tuples, 0-based)."""
         raise NotImplementedError
 
 
-def mse_terms(students, targets, mu: float, device, num_layers: int | None = None) -> dict:
+def mse_terms(students, targets, mu: float, device, num_layers: int | None = None,
+              first: int = 1) -> dict:
     """(mu / n) * MSE(S_j, target_j) for each matched pair, over every element (padding
     included, as in the authors' code). `students[j]` and `targets[j]` are student layer
-    j+1 and its target; a target of None leaves that layer without a hidden term. n is
+    j+first and its target; a target of None leaves that layer without a hidden term. n is
     the student's number of layers (`num_layers`, by default len(students))."""
     weight = mu / (num_layers or len(students))
-    return {f"hidden_{j + 1}": weight * F.mse_loss(s.float(), move(t, device).float())
+    return {f"hidden_{j + first}": weight * F.mse_loss(s.float(), move(t, device).float())
             for j, (s, t) in enumerate(zip(students, targets)) if t is not None}
 
 
@@ -73,24 +80,34 @@ def layer_stride(teacher_layers: int, student_layers: int) -> int:
     return teacher_layers // student_layers
 
 
-def default_init_pairs(args, teacher_layers: int) -> list[tuple[int, int]]:
-    """(student layer, pre-trained layer) pairs, 1-based: layer i*k ('even') or i ('first')."""
-    k = layer_stride(teacher_layers, args.num_hidden_layers)
+def default_init_pairs(args, source_layers: int) -> list[tuple[int, int]]:
+    """(student layer, pre-trained layer) pairs, 1-based: layer i*k ('even') or i
+    ('first') of the pre-trained model of `source_layers` layers (the teacher's
+    --ptrain_ver, or --student_ptrain_ver); none for 'random'."""
+    n = args.num_hidden_layers
+    if args.student_init == "random":
+        return []
+    if n > source_layers and getattr(args, "student_ptrain_ver", None):
+        raise UserError(f"--student_ptrain_ver {args.student_ptrain_ver} has {source_layers} "
+                        f"layers, fewer than --num_hidden_layers {n}: pick a deeper model, or "
+                        "--student_init random")
+    k = layer_stride(source_layers, n)
     if args.student_init == "first":
-        return [(i, i) for i in range(1, args.num_hidden_layers + 1)]
-    return [(i, i * k) for i in range(1, args.num_hidden_layers + 1)]
+        return [(i, i) for i in range(1, n + 1)]
+    return [(i, i * k) for i in range(1, n + 1)]
 
 
-def student_misfits(args, teacher, depths, method_misfits=None) -> None:
+def student_misfits(args, teacher, depths, method_misfits=None, same_width=True) -> None:
     """Check every student flag against the teacher at once. A student is copied from the
     teacher's pre-trained layers and compared with its hidden states directly, so its width,
-    feed-forward size and heads are the teacher's, and its depth must be in `depths(L)` (a
+    feed-forward size and heads are the teacher's (unless `same_width` is False: a method
+    that projects or relates states of any width), and its depth must be in `depths(L)` (a
     range; the method's). `method_misfits(args, L, n)` adds a method's own checks (partial
     LAD's indices) for a student of n layers, as [(flag, problem, value to use)]. Raises
     one error naming every flag to change and the value to use."""
     L = teacher.num_hidden_layers
     misfits = []
-    for flag, given, name, what in (
+    for flag, given, name, what in () if not same_width else (
             ("--d_model", args.d_model, "hidden_size", "hidden size"),
             ("--d_ff", args.d_ff, "intermediate_size", "feed-forward size"),
             ("--num_attention_heads", args.num_attention_heads, "num_attention_heads", "attention heads")):
@@ -140,11 +157,19 @@ def initialise_student(student, pretrained: BertModel, pairs, copy_embeddings: b
     zeroes that row), and a LayerNorm of ones and zeros."""
     source, target = pretrained.config, student.config
     bert = student.bert
+    shape = ("hidden_size", "intermediate_size", "num_attention_heads")
+    if (pairs or copy_embeddings) and any(getattr(source, a) != getattr(target, a) for a in shape):
+        sizes = lambda c: f"hidden {c.hidden_size}, d_ff {c.intermediate_size}, {c.num_attention_heads} heads"  # noqa: E731
+        raise UserError(f"the student ({sizes(target)}) cannot start from the layers of the "
+                        f"pre-trained model ({sizes(source)}): give --student_ptrain_ver a "
+                        f"pre-trained model of the student's size, or --student_init random "
+                        f"with --init_embeddings random")
     with torch.no_grad():
         for student_layer, pretrained_layer in pairs:
             bert.encoder.layer[student_layer - 1].load_state_dict(
                 pretrained.encoder.layer[pretrained_layer - 1].state_dict())
-        bert.pooler.load_state_dict(pretrained.pooler.state_dict())
+        if pairs:
+            bert.pooler.load_state_dict(pretrained.pooler.state_dict())
         if not copy_embeddings:
             pad = bert.embeddings.word_embeddings.padding_idx
             if pad is not None:
@@ -179,7 +204,7 @@ def load_teacher(args):
     return experiment, teacher, config
 
 
-def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
+def load_pretrained_encoder(ptrain_ver: str, flag: str = "the teacher's --ptrain_ver") -> BertModel:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -190,19 +215,20 @@ def load_pretrained_encoder(ptrain_ver: str) -> BertModel:
             hint = ("; a relative path is read from the current folder: run from the folder the "
                     "teacher was trained in")
         raise UserError(f"cannot load the pre-trained model {ptrain_ver!r} that initialises the "
-                        f"student (the teacher's --ptrain_ver): {first_line(error)}{hint}") from None
+                        f"student ({flag}): {first_line(error)}{hint}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
 
 
 def distil(args, make_objective, method: str, init_pairs=None, gate_config=None, depths=None,
-           method_misfits=None) -> None:
-    """Train a student with `make_objective(args, teacher_layers, device, gate_device)`;
+           method_misfits=None, same_width=True) -> None:
+    """Train a student with `make_objective(args, teacher_config, device, gate_device)`;
     `method` names it in config.json (and so in fine_tune.report).
-    `init_pairs(args, teacher_layers)` overrides which pre-trained layers initialise the
+    `init_pairs(args, source_layers)` overrides which pre-trained layers initialise the
     student; `gate_config(objective)` describes the objective's gates for gate_config.json;
     `depths(L)` the student depths the method takes (default 1..L) and `method_misfits`
-    its own flag checks (see student_misfits)."""
+    its own flag checks (see student_misfits); `same_width` False lets the student's width,
+    feed-forward size and heads differ from the teacher's."""
     with distributed.same_on_every_rank():  # (flags only: rank 0 says what is wrong)
         check_training_args(args)
         if (args.teacher_exp, args.tmodel) == (args.experiment, args.model):
@@ -228,28 +254,38 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
 
     def build():
         teacher_experiment, teacher, teacher_args = load_teacher(args)
-        student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits)
+        student_misfits(args, teacher.config, depths or (lambda L: range(1, L + 1)), method_misfits,
+                        same_width)
         tokenizer = load_experiment_tokenizer(teacher_experiment)
         inherited = {name: teacher_args[name] for name in ("max_seq_len", "ptrain_ver", "num_class")}
         settings = derive(args, **inherited)
-        teacher_layers = teacher.config.num_hidden_layers
         set_seed(settings.seed)
         config = student_config(settings, teacher.config)
         student = build_classifier(config.to_dict())
-        pairs = (init_pairs or default_init_pairs)(settings, teacher_layers)
-        pretrained = load_pretrained_encoder(settings.ptrain_ver)
+        own = getattr(settings, "student_ptrain_ver", None)  # (TinyBERT, MiniLM: any width)
+        source = own or settings.ptrain_ver
+        pretrained = load_pretrained_encoder(
+            source, "--student_ptrain_ver" if own else "the teacher's --ptrain_ver")
         if pretrained.config.vocab_size != teacher.config.vocab_size:
+            fix = ("give --student_ptrain_ver a model with the teacher's tokenizer" if own else
+                   "the teacher's --ptrain_ver must still name the model it was trained from")
             raise UserError(f"teacher and student vocabularies differ: the teacher has "
-                            f"{teacher.config.vocab_size} tokens but {settings.ptrain_ver!r}, which "
-                            f"initialises the student, has {pretrained.config.vocab_size}; the "
-                            f"teacher's --ptrain_ver must still name the model it was trained from")
+                            f"{teacher.config.vocab_size} tokens but {source!r}, which "
+                            f"initialises the student, has {pretrained.config.vocab_size}; {fix}")
+        pairs = (init_pairs or default_init_pairs)(settings, pretrained.config.num_hidden_layers)
         initialise_student(student, pretrained, pairs,
                            copy_embeddings=settings.init_embeddings == "copy")
-        objective = make_objective(settings, teacher_layers, device, gate_device)
+        objective = make_objective(settings, teacher.config, device, gate_device)
+        objective.bind(student, teacher)
         check_padding(settings, objective)
         return settings, teacher, tokenizer, student, objective
     args, teacher, tokenizer, student, objective = distributed.agreed(build)
     args, data, eval_data = training_data(args, tokenizer)
+    restart = objective.restart_step
+    if restart and restart >= args.total_step:
+        raise UserError(f"{objective.restart_flag} {restart} leaves no steps for the second "
+                        f"stage: the run has {args.total_step} steps in all; give fewer, or more "
+                        "--total_step (or --epoch)")
 
     with experiment.training(vars(args), overwrite=args.overwrite, resume=args.resume):
         def write():
@@ -258,6 +294,10 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
                 experiment.write_json("gate_config.json", gate_config(objective))
             save_tokenizer(tokenizer, experiment)
         distributed.agreed(write, main_only=True)
+        # (labels only: the teacher gave its tokenizer, data settings and initialisation,
+        # but runs no forward pass)
+        uses_teacher = objective.needs_teacher
         train(TrainingRun(args, experiment, student.to(device), device, objective, data,
-                          teacher=teacher.to(teacher_device), teacher_device=teacher_device,
+                          teacher=teacher.to(teacher_device) if uses_teacher else None,
+                          teacher_device=teacher_device if uses_teacher else None,
                           eval_data=eval_data))

@@ -16,7 +16,11 @@ from fine_tune.results import best_step, dev_split, preferred_rows, read_results
 # variant, if any: the method column.
 METHODS = {"run_fine_tune.py": ("teacher", None), "run_lad_distil.py": ("LAD", None),
            "run_lad_no_distil.py": ("LAD-NO", None), "run_probing_lad.py": ("partial LAD", None),
-           "run_alp_distil.py": ("ALP-KD", "alp_exp"), "run_pkd_distill.py": ("BERT-PKD", "pkd_loss")}
+           "run_alp_distil.py": ("ALP-KD", "alp_exp"), "run_pkd_distill.py": ("BERT-PKD", "pkd_loss"),
+           "run_kd_distil.py": ("KD", None), "run_tinybert_distil.py": ("TinyBERT", None),
+           "run_minilm_distil.py": ("MiniLM", None)}
+# Methods whose student never saw its teacher's outputs: the report shows no teacher.
+WITHOUT_TEACHER = ("labels only",)
 # Settings that do not make two runs different experiments when grouping seeds.
 NOT_A_DIFFERENCE = {"seed", "experiment", "command", "method", "resume", "overwrite", "log_step",
                     "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir",
@@ -86,9 +90,10 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
     task = TASKS_BY_NAME.get(config.get("task"))
     if task is None:
         return None
-    row = {"experiment": folder.name, "task": task.name, "method": method_of(config),
-           "teacher": (f"{config['teacher_exp']}:{config['tckpt']}" if "teacher_exp" in config
-                       else ""),
+    method = method_of(config)
+    row = {"experiment": folder.name, "task": task.name, "method": method,
+           "teacher": (f"{config['teacher_exp']}:{config['tckpt']}"
+                       if "teacher_exp" in config and method not in WITHOUT_TEACHER else ""),
            "layers": model["num_hidden_layers"], "width": model["hidden_size"],
            "parameters": parameter_count(model), "seed": config.get("seed")}
     selection = select_on or dev_split(task)

@@ -37,6 +37,25 @@ class HighwayGate(nn.Module):
         return self.norm(torch.addcmul(previous, z, current - previous))
 
 
+class UniformGate(nn.Module):
+    """--gate_mode uniform: the gate with the learning taken out, z = 1/2 everywhere and no
+    parameters: LayerNorm_[max_seq_len, d](H/2 + A_prev/2), without an affine (a
+    HighwayGate's LayerNorm starts as the identity affine)."""
+
+    def __init__(self, d_model: int, max_seq_len: int):
+        super().__init__()
+        self.shape = (max_seq_len, d_model)
+
+    def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        # (the same statistics as HighwayGate's, constant: mean 1/2, no spread)
+        self.mean_z = torch.full((), 0.5, device=current.device)
+        self.var_z = torch.zeros((), device=current.device)
+        return nn.functional.layer_norm(torch.lerp(previous, current, 0.5), self.shape)
+
+
+GATE_MODES = {"learned": HighwayGate, "frozen": HighwayGate, "uniform": UniformGate}
+
+
 # ---- which teacher states each student layer is matched to -------------------------
 # A target is ("A", i): the chained aggregate A_i; ("gate", i-1, i): a lone gate over
 # (H_{i-1}, H_i); or ("H", i): the raw teacher layer.
@@ -115,11 +134,18 @@ class GatedObjective(DistillationObjective):
     def __init__(self, args, targets: list[tuple], device, gate_device, d_model, max_seq_len):
         super().__init__(args, device)
         self.targets, self.mu, self.gate_device = targets, args.mu, gate_device
+        # --gate_mode: learned (the authors'), frozen (seeded initial weights, never
+        # trained: no gate optimiser, no gate-<step>.pt) or uniform (z = 1/2, no parameters)
+        self.gate_mode = getattr(args, "gate_mode", "learned")
+        self.d_model, self.max_seq_len = d_model, max_seq_len
         # Chained gates for A_2 .. A_m (A_1 = H_1 needs none), or one gate per lone target.
         self.chain_length = max((t[1] for t in targets if t[0] == "A"), default=0)
         lone = [t for t in targets if t[0] == "gate"]
         count = max(self.chain_length - 1, 0) + len(lone)
-        self.gates = nn.ModuleList(HighwayGate(d_model, max_seq_len) for _ in range(count))
+        gate = GATE_MODES[self.gate_mode]
+        self.gates = nn.ModuleList(gate(d_model, max_seq_len) for _ in range(count))
+        if self.gate_mode == "frozen":
+            self.gates.requires_grad_(False)
         # Each gate is named by the teacher layer H_i its z weighs (against A_(i-1), or
         # against H_(i-1) for a lone gate).
         self.gate_names = ([f"H_{i}" for i in range(2, self.chain_length + 1)]
@@ -189,12 +215,16 @@ class GatedObjective(DistillationObjective):
         return named
 
     def describe(self) -> dict:
-        return {"gate": "highway: LayerNorm_[max_seq_len, d](z*H + (1-z)*A_prev), z = sigmoid(W A_prev + b)",
+        gate = ("uniform: LayerNorm_[max_seq_len, d](H/2 + A_prev/2), no parameters"
+                if self.gate_mode == "uniform" else
+                "highway: LayerNorm_[max_seq_len, d](z*H + (1-z)*A_prev), z = sigmoid(W A_prev + b)"
+                + (", frozen at its seeded initial weights" if self.gate_mode == "frozen" else ""))
+        return {"gate": gate, "gate_mode": self.gate_mode,
                 "num_gates": len(self.gates), "chained_up_to_teacher_layer": self.chain_length,
                 "gates_by_teacher_layer": self.gate_names,
                 "student_targets": {f"S_{j + 1}": _describe(t) for j, t in enumerate(self.targets)},
-                "d_model": self.gates[0].linear.in_features if len(self.gates) else None,
-                "max_seq_len": self.gates[0].norm.normalized_shape[0] if len(self.gates) else None}
+                "d_model": self.d_model if len(self.gates) else None,
+                "max_seq_len": self.max_seq_len if len(self.gates) else None}
 
 
 def _describe(target) -> str:
@@ -206,9 +236,11 @@ def _describe(target) -> str:
 
 
 def _distil_gated(args, method: str, make_targets, **options) -> None:
-    def make_objective(args, teacher_layers, device, gate_device):
-        return GatedObjective(args, make_targets(args, teacher_layers), device, gate_device,
+    def make_objective(args, teacher, device, gate_device):
+        return GatedObjective(args, make_targets(args, teacher.num_hidden_layers), device, gate_device,
                               args.d_model, args.max_seq_len)
+    mode = getattr(args, "gate_mode", "learned")
+    method += "" if mode == "learned" else f" ({mode} gates)"
     distil(args, make_objective, method, gate_config=GatedObjective.describe, **options)
 
 

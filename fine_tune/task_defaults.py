@@ -16,6 +16,8 @@ always wins. The parsers (fine_tune.cli) resolve them as they parse, so every ca
 - The other students (LAD-NO, partial LAD, ALP-KD, BERT-PKD): the authors published
   per-task settings for LAD only, so on every task but MNLI they take LAD's row; on MNLI
   each keeps its own seed command's values (SEED_DIFFERENCES).
+- The baselines (KD, TinyBERT, MiniLM): LAD's row, with TinyBERT's and MiniLM's own loss
+  weights (METHOD_DIFFERENCES).
 
 Plain data and no heavy imports (the parsers and `--help` load it).
 """
@@ -27,7 +29,7 @@ PER_TASK = ("lr", "gate_lr", "total_step", "warmup_step", "epoch", "warmup_rate"
             "softmax_temp", "soft_weight", "hard_weight", "mu")
 # Each pair sets one thing in two forms: giving either form takes the default of neither.
 SCHEDULE = (("total_step", "epoch"), ("warmup_step", "warmup_rate"))
-STUDENTS = ("lad", "lad_no", "probing", "alp", "pkd")  # the names of cli's *_parser
+STUDENTS = ("lad", "lad_no", "probing", "alp", "pkd", "kd", "tinybert", "minilm")  # cli's *_parser
 SCRIPTS = ("teacher", *STUDENTS)
 
 
@@ -81,8 +83,18 @@ SEED_DIFFERENCES = {
     ("mnli", "pkd"): dict(lr=5e-5),
 }
 
+# The baselines' own loss settings, on every task (their schedule and learning rate are
+# LAD's row, so that an ablation differs only in what it distils): TinyBERT's prediction
+# loss at T = 1 without gold labels and its intermediate terms summed unweighted (Jiao et
+# al.'s code); MiniLM's three relation terms summed (MiniLMv2, equation 4).
+METHOD_DIFFERENCES = {
+    "tinybert": dict(softmax_temp=1.0, soft_weight=1.0, hard_weight=0.0, mu=1.0),
+    "minilm": dict(mu=1.0),
+}
+
 DEFAULTS = {task: {"teacher": TEACHER[task],
-                   **{script: LAD[task] | SEED_DIFFERENCES.get((task, script), {})
+                   **{script: LAD[task] | METHOD_DIFFERENCES.get(script, {})
+                      | SEED_DIFFERENCES.get((task, script), {})
                       for script in STUDENTS}}
             for task in TRAINABLE_TASKS}
 

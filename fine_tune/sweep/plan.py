@@ -3,7 +3,7 @@
     [defaults]                      flags every run gets (left out where a script lacks one)
     exp_dir = "exp"
     [[run]]
-    script = "run_lad_distil.py"    one of the eight entry scripts
+    script = "run_lad_distil.py"    one of the entry scripts
     experiment = "LAD_mu{mu}_s{seed}"
     mu = [500, 1000]                a list: one run per value (a grid over every list)
     seed = [1, 2, 3]
@@ -44,6 +44,9 @@ SCRIPTS = {
     "run_probing_lad.py": (cli.probing_parser, "train"),
     "run_alp_distil.py": (cli.alp_parser, "train"),
     "run_pkd_distill.py": (cli.pkd_parser, "train"),
+    "run_kd_distil.py": (cli.kd_parser, "train"),
+    "run_tinybert_distil.py": (cli.tinybert_parser, "train"),
+    "run_minilm_distil.py": (cli.minilm_parser, "train"),
     "run_fine_tune_eval.py": (cli.eval_parser, "eval"),
     "generate_test_prediction.py": (cli.predict_parser, "predict"),
 }

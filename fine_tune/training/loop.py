@@ -54,6 +54,7 @@ def train(run: TrainingRun) -> None:
     try:
         for step in range(start + 1, total_step + 1):
             rows = order.next_batch()  # row ids only: tokens were cached once per split
+            run.objective.start_step(step, order.epoch)
             statistics = {}
             terms = training_step(run, groups, rows, args.accum_step, statistics)  # ~all the time
             # Bookkeeping on the device, without reading anything on the host: a handful

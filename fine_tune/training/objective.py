@@ -13,6 +13,25 @@ class Objective(nn.Module):
     group ("gate")."""
     needs_hidden_states = False
     padding_invariant = False  # True when padding beyond the longest row leaves the loss unchanged
+    # The flags that train the objective's own parameters: "gate_" (--gate_lr, ...: LAD's
+    # gates) or "" (the model's --lr, ...: TinyBERT's projection, trained with the student).
+    optimizer_prefix = "gate_"
+
+    def bind(self, model, teacher) -> None:
+        """Called once with the student and the frozen teacher before training, for a
+        method that reads more of them than their outputs (TinyBERT's attention scores,
+        MiniLM's relations: forward hooks). Neither becomes a submodule: the objective's
+        parameters stay its own."""
+
+    # A step after which the optimisers and their schedules start again (TinyBERT's
+    # second stage); 0: never.
+    restart_step = 0
+    restart_flag = ""  # the flag that set it, for the error when it is not below --total_step
+
+    def start_step(self, step: int, epoch: int) -> None:
+        """Called before each step (from 1) with the epoch (from 0) its batch comes from:
+        BERT-PKD's --layer_map random draws its teacher layers per epoch, TinyBERT's stages
+        switch at a step."""
 
     def forward(self, student_out, teacher_out, labels) -> dict:
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """Optimiser groups: AdamW (fused where the parameters' device has the kernel), the linear
 warmup/decay schedule, and gradient-norm clipping (per gate for LAD), for the model and,
 when a method has parameters of its own, for them as a second group."""
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,6 +22,24 @@ class OptimizerSettings:
     max_norm: float
     total_step: int
     warmup_step: int
+    restart_step: int = 0  # > 0: after this step, AdamW's moments and the schedule start again
+
+    def schedule(self, step: int) -> float:
+        """The learning rate's factor after `step` steps: linear warmup from 0, then linear
+        decay to 0 at total_step (transformers' get_linear_schedule_with_warmup). With a
+        restart, each of the two stages has its own warmup and decay, the warmup split in
+        proportion to their lengths (TinyBERT's two runs, each with its warmup proportion)."""
+        start, total, warmup = 0, self.total_step, self.warmup_step
+        if self.restart_step:
+            first = round(self.warmup_step * self.restart_step / self.total_step)
+            if step < self.restart_step:
+                total, warmup = self.restart_step, first
+            else:
+                start, total, warmup = self.restart_step, self.total_step, self.warmup_step - first
+        step, length = step - start, total - start
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (length - step) / max(1, length - warmup))
 
     @classmethod
     def from_args(cls, args, prefix: str = "") -> "OptimizerSettings":
@@ -29,7 +47,8 @@ class OptimizerSettings:
         def get(name):
             value = getattr(args, prefix + name)
             return getattr(args, name) if value is None else value
-        return cls(**{name: get(name) for name in cls.__dataclass_fields__})
+        return cls(**{field.name: get(field.name) for field in fields(cls)
+                      if field.name != "restart_step"})
 
 
 def fused_kernels(params: list) -> bool | None:
@@ -73,8 +92,12 @@ class TrainableGroup:
         self.optimizer = torch.optim.AdamW(
             groups, lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps,
             fused=self.fused)
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, settings.warmup_step, settings.total_step)
+        if settings.restart_step:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: settings.schedule(step))  # (a function: not pickled)
+        else:
+            self.scheduler = get_linear_schedule_with_warmup(
+                self.optimizer, settings.warmup_step, settings.total_step)
         self.grad_norm = torch.zeros(())
 
     def step(self) -> None:
@@ -87,6 +110,8 @@ class TrainableGroup:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler.last_epoch == self.settings.restart_step:  # (never when 0)
+            self.optimizer.state.clear()  # the second stage's AdamW starts afresh
 
     def _clip_each_unit(self):
         """clip_grad_norm_ on each unit (LAD: each gate) on its own, as the authors do, but
@@ -124,8 +149,12 @@ class TrainableGroup:
 def make_groups(run: "TrainingRun") -> list[TrainableGroup]:
     """The model's optimiser group, and the objective's (LAD's gates) when it has parameters."""
     args = run.args
-    groups = [TrainableGroup("model", run.model, OptimizerSettings.from_args(args))]
+    restart = run.objective.restart_step
+    groups = [TrainableGroup("model", run.model,
+                             replace(OptimizerSettings.from_args(args), restart_step=restart))]
     if any(p.requires_grad for p in run.objective.parameters()):
-        groups.append(TrainableGroup("gate", run.objective, OptimizerSettings.from_args(args, "gate_"),
-                                     run.objective.clip_units()))
+        # (named "gate", as its checkpoints gate-<step>.pt, whatever the parameters are)
+        settings = replace(OptimizerSettings.from_args(args, run.objective.optimizer_prefix),
+                           restart_step=run.objective.restart_step)
+        groups.append(TrainableGroup("gate", run.objective, settings, run.objective.clip_units()))
     return groups

@@ -61,9 +61,10 @@ class TrainingRun:
             options = inspect.signature(DistributedDataParallel).parameters
             no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in options
                               else {"broadcast_buffers": False})  # (the name before torch 2.13)
+            # (TinyBERT's stages each leave some parameters without a gradient)
             self.forward_model = self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                **no_buffer_sync)
+                find_unused_parameters=bool(self.objective.restart_step), **no_buffer_sync)
             distributed.broadcast_parameters(self.objective)  # the gates start alike too
         self.forward_model = compiled(self.forward_model, self.args)  # --compile
         # bf16 weight copies instead of autocast's casts: not under DDP (its hooks watch
