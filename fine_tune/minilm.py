@@ -34,7 +34,10 @@ def relation_kl(teacher: torch.Tensor, student: torch.Tensor, key_mask: torch.Te
     relation-head vectors [batch, r, length, d_r] of each model (fp32) and the key mask
     [batch, length] (True: a real token)."""
     def log_relation(x):
-        scores = x @ x.transpose(-1, -2) / x.shape[-1] ** 0.5
+        # fp32 even under --amp bf16: autocast would round the scores to bf16, and the
+        # two models' rounded relations can give a (slightly) negative KL
+        with torch.autocast(x.device.type, enabled=False):
+            scores = x.float() @ x.float().transpose(-1, -2) / x.shape[-1] ** 0.5
         scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
         return torch.log_softmax(scores, dim=-1)
     target, log_student = log_relation(teacher), log_relation(student)

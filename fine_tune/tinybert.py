@@ -39,7 +39,8 @@ def attention_scores(query: torch.Tensor, key: torch.Tensor, key_mask: torch.Ten
     """Pre-softmax scores [batch, heads, length, length] from per-head queries and keys
     [batch, heads, length, d_head] and the key mask [batch, length], masked as the authors'
     code masks them (module docstring)."""
-    scores = query @ key.transpose(-1, -2) / query.shape[-1] ** 0.5
+    with torch.autocast(query.device.type, enabled=False):  # fp32 under --amp bf16 too
+        scores = query.float() @ key.float().transpose(-1, -2) / query.shape[-1] ** 0.5
     scores = scores + (~key_mask[:, None, None, :]).to(scores.dtype) * MASKED
     return torch.where(scores <= ZEROED_BELOW, torch.zeros_like(scores), scores)
 
@@ -91,7 +92,9 @@ class TinyBERTObjective(DistillationObjective):
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.float()
-        return hidden if self.projection is None else self.projection(hidden)
+        # (under --amp bf16 the projection is a bf16 matmul, as the student's Linears; the
+        # MSE is taken in fp32)
+        return hidden if self.projection is None else self.projection(hidden).float()
 
     def layer_terms(self, student_out, teacher_out) -> dict:
         student, teacher = student_out.hidden_states, teacher_out.hidden_states
