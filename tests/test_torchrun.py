@@ -169,3 +169,26 @@ def test_device_flags_that_cannot_hold_under_torchrun(monkeypatch):
         distributed.select_device(args)
     args = argparse.Namespace(device_id=-1, tdevice_id=-1, gate_device_id=-1)
     assert distributed.select_device(args) == torch.device("cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, extra", [
+    ("run_kd_distil.py", ["--soft_weight", "0", "--hard_weight", "1"]),  # no teacher at all
+    ("run_tinybert_distil.py", ["--intermediate_step", "3"]),  # stages leave parameters unused
+    ("run_minilm_distil.py", ["--relation_heads", "4"]),     # relations read through hooks
+    ("run_pkd_distill.py", ["--layer_map", "random"]),       # the ranks draw the same layers
+])
+def test_baselines_and_ablations_train_under_torchrun_as_in_one_process(work, script, extra):
+    folders = {name: work / f"{script[:-3]}_{name}" for name in ("one", "two")}
+    for folder in folders.values():
+        shutil.copytree(work / "exp" / "teacher_base_bert_mnli", folder / "teacher_base_bert_mnli")
+    student = seed_flags(LAD, **SHORT, tckpt=6, experiment="S", gate_lr=None, gate_device_id=None,
+                         **({"mu": None} if "kd" in script else {})) + extra
+    run_script(script, *student, "--exp_dir", folders["one"], cwd=work)
+    torchrun(script, *student, "--exp_dir", folders["two"], cwd=work)
+    one, two = (folders[name] / "S_bert_mnli" for name in ("one", "two"))
+    # (the shards' sums round differently from one process's: a few ulps of the weights,
+    # which 6 steps at lr 1e-3 move by far more)
+    assert_close(weights(one, 6), weights(two, 6), tolerance=5e-6)
+    logged = [pd.read_csv(f / "train_log.csv").drop(columns="examples_per_s") for f in (one, two)]
+    pd.testing.assert_frame_equal(*logged, rtol=1e-5, atol=1e-6)
