@@ -49,7 +49,8 @@ def outputs(logits, hidden, grad=False):
 
 
 def args_for(**values):
-    base = dict(hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, mu=6.0, num_hidden_layers=2)
+    base = dict(hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, mu=6.0, num_hidden_layers=2,
+                layer_map="uniform", seed=42)
     return argparse.Namespace(**(base | values))
 
 

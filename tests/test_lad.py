@@ -183,7 +183,7 @@ def test_initialisation_copies_exactly_the_named_layers(pretrained, copy_embeddi
     student = student_model(pretrained, 2)
     random_embeddings = student.bert.embeddings.word_embeddings.weight.clone()
     args = argparse.Namespace(num_hidden_layers=2, student_init="even")
-    pairs = default_init_pairs(args, teacher_layers=4)
+    pairs = default_init_pairs(args, source_layers=4)
     assert pairs == [(1, 2), (2, 4)]
     initialise_student(student, pretrained, pairs, copy_embeddings=copy_embeddings)
     for s, t in pairs:

@@ -31,7 +31,13 @@ MNLI_BEFORE = {
     "probing": dict(lr=1e-4, gate_lr=1e-6),
     "alp": dict(lr=1e-4, seed=65, log_step=100),
     "pkd": dict(lr=5e-5),
+    # the baselines (no seed command): LAD's row, TinyBERT's and MiniLM's loss weights
+    "kd": dict(lr=1e-4),
+    "tinybert": dict(lr=1e-4, softmax_temp=1.0, soft_weight=1.0, hard_weight=0.0, mu=1.0),
+    "minilm": dict(lr=1e-4, mu=1.0),
 }
+# Their own loss weights on every task: (--softmax_temp, --soft_weight, --hard_weight, --mu).
+OWN_LOSS = {"tinybert": (1, 1, 0, 1), "minilm": (10, 0.5, 0.5, 1)}
 STUDENT_BEFORE = dict(total_step=49088, warmup_step=4908, epoch=None, warmup_rate=None,
                       softmax_temp=10.0, soft_weight=0.5, hard_weight=0.5, mu=500.0,
                       gate_total_step=None, gate_warmup_step=None, gate_epoch=None,
@@ -40,7 +46,7 @@ STUDENT_BEFORE = dict(total_step=49088, warmup_step=4908, epoch=None, warmup_rat
 
 @pytest.mark.parametrize("script", task_defaults.SCRIPTS)
 def test_mnli_keeps_the_seed_defaults_of_every_script(script):
-    expected = MNLI_BEFORE[script] | ({} if script == "teacher" else STUDENT_BEFORE)
+    expected = ({} if script == "teacher" else STUDENT_BEFORE) | MNLI_BEFORE[script]
     for argv in ([], ["--task", "mnli"]):
         values = parse(script, *argv)
         assert {k: values.get(k) for k in expected if k in values} == \
@@ -57,9 +63,11 @@ def test_rte_teacher_takes_the_authors_schedule():
 @pytest.mark.parametrize("script", task_defaults.STUDENTS)
 def test_rte_students_take_the_lad_row_in_epochs(script):
     values = parse(script, "--task", "rte")
-    assert (values["lr"], values.get("gate_lr", 3e-5), values["epoch"], values["warmup_rate"],
-            values["softmax_temp"], values["soft_weight"], values["hard_weight"], values["mu"]) == \
-        (7e-4, 3e-5, 10, 0.1, 10, 0.5, 0.5, 1000)
+    assert (values["lr"], values.get("gate_lr", 3e-5), values["epoch"], values["warmup_rate"]) == \
+        (7e-4, 3e-5, 10, 0.1)
+    assert (values["softmax_temp"], values["soft_weight"], values["hard_weight"],
+            values.get("mu", 1000)) == OWN_LOSS.get(script, (10, 0.5, 0.5, 1000))
+    assert ("mu" in values) == (script != "kd")  # KD has no layer loss
     assert (values["total_step"], values["warmup_step"]) == (None, None)  # counted from the data
     assert values.get("gate_total_step") is None and values.get("gate_epoch") is None
 
