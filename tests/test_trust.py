@@ -421,6 +421,7 @@ def test_help_and_flag_errors_answer_without_importing_torch(here):
              "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
     for script in ("run_fine_tune.py", "run_lad_distil.py", "run_lad_no_distil.py",
                    "run_probing_lad.py", "run_alp_distil.py", "run_pkd_distill.py",
+                   "run_kd_distil.py", "run_tinybert_distil.py", "run_minilm_distil.py",
                    "run_fine_tune_eval.py", "generate_test_prediction.py"):
         for argv in (["--help"], ["--experiment", "x", "--seed", "-1"]):
             started = time.perf_counter()
