@@ -58,7 +58,8 @@ def trained(work, experiment):
 
 def test_kd_and_the_labels_only_floor(work, teacher_forwards):
     from fine_tune.experiment_rows import experiment_row
-    run_script("run_kd_distil.py", *STUDENT, "--experiment", "KD", "--dynamic_padding", cwd=work)
+    run_script("run_kd_distil.py", *STUDENT, "--experiment", "KD", "--dynamic_padding", "--amp", "bf16",
+               cwd=work)
     folder, config, log = trained(work, "KD")
     assert config["method"] == "KD" and teacher_forwards[0] == 4  # one per step
     assert {"loss/hard", "loss/soft"} <= set(log.columns)

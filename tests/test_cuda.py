@@ -189,3 +189,32 @@ def test_unpadded_forward_on_the_gpu_equals_the_padded_model(amp):
     torch.testing.assert_close(logits[1], logits[0], **tolerance)
     for ours, theirs in zip(fast.parameters(), model.parameters()):
         torch.testing.assert_close(ours.grad, theirs.grad, **tolerance)
+
+
+BASELINES = {  # name: (script, flags beyond the LAD command's, minus the gates' where absent)
+    "labels_only": ("run_kd_distil.py", "--soft_weight 0 --hard_weight 1"),
+    "KD": ("run_kd_distil.py", ""),
+    "TinyBERT": ("run_tinybert_distil.py", "--intermediate_step 2"),
+    "MiniLM": ("run_minilm_distil.py", "--relation_heads 4"),
+    "PKD_random": ("run_pkd_distill.py", "--layer_map random"),
+    "LAD_frozen": ("run_lad_distil.py", "--gate_mode frozen"),
+    "LAD_uniform": ("run_lad_distil.py", "--gate_mode uniform"),
+}
+
+
+@pytest.mark.skipif(DRY, reason="their CPU runs are in test_ablations.py and test_torchrun.py")
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_and_ablations_train_on_the_gpu_in_bf16(work, name):
+    script, extra = BASELINES[name]
+    gated = script == "run_lad_distil.py"
+    small = {k: v for k, v in (SMALL | GPU).items() if gated or k not in GATE_FLAGS}
+    unused = {} if gated else {flag[2:]: None for flag in flags(LAD) if flag.startswith("--gate_")}
+    if script == "run_kd_distil.py":
+        unused["mu"] = None
+    run_script(script, *seed_flags(LAD, **small | unused, experiment=f"{name}_gpu"), *extra.split(),
+               "--amp", "bf16", cwd=work)
+    folder = work / "exp" / f"{name}_gpu_bert_mnli"
+    state = torch.load(folder / "model-5.pt", weights_only=True)
+    assert all(t.dtype != torch.bfloat16 and t.isfinite().all() for t in state.values())
+    log = pd.read_csv(folder / "train_log.csv")
+    assert log.filter(like="loss/").notna().all().all()
