@@ -292,6 +292,27 @@ def test_every_shipped_plan_passes_its_scripts_parsers(plan):
             assert run.needs and set(run.needs) <= trained, run.label
 
 
+@pytest.mark.parametrize("task", ["mnli", "rte", "mrpc"])
+def test_the_ablation_plans_compare_ten_students_of_one_size_against_kd(task):
+    from collections import Counter
+    loaded = plans.load(ROOT / "plans" / f"ablation_{task}.toml")
+    students = [run for run in loaded.runs if "teacher_exp" in run.settings]
+    variants = Counter((run.script, run.settings.get("layer_map"), run.settings.get("gate_mode"),
+                        run.settings["soft_weight"] == 0) for run in students)
+    assert len(variants) == 10 and set(variants.values()) == {3}  # three seeds each
+    assert {(s, m, g) for s, m, g, _ in variants} >= {
+        ("run_pkd_distill.py", m, None) for m in ("uniform", "last", "random")} | {
+        ("run_lad_distil.py", None, g) for g in ("learned", "frozen", "uniform")}
+    assert ("run_kd_distil.py", None, None, True) in variants  # labels only
+    shapes = {tuple(run.settings[k] for k in ("num_hidden_layers", "d_model", "student_init",
+                                               "init_embeddings", "lr", "epoch", "tckpt"))
+              for run in students}
+    assert len(shapes) == 1  # one size, initialisation and schedule
+    assert loaded.baseline == "KD_s42" and {"KD_s42", "KD_s43"} <= {r.experiment for r in students}
+    predicted = {run.experiment for run in loaded.runs if run.kind == "predict"}
+    assert predicted == {run.experiment for run in students} | {"teacher_base"}
+
+
 def test_gpu_slots_set_the_device_or_launch_torchrun(monkeypatch):
     from fine_tune.sweep import LocalExecutor, command_line
     executor = LocalExecutor([2, 5, 7], None)
