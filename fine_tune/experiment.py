@@ -40,7 +40,7 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id"
                      "method"}  # (recorded by the scripts, not a flag; older runs lack it)
 # Flags added after experiments were first recorded, with the value that reproduces what
 # those experiments did: a config.json without the flag resumes as if it had that value.
-LATER_FLAGS = {"group_by_length": False, "unpad": False}
+LATER_FLAGS = {"group_by_length": False, "unpad": False, "layer_map": "uniform", "gate_mode": "learned"}
 
 
 def _load(path: Path, weights_only: bool, fix: str):

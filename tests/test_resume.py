@@ -169,6 +169,13 @@ def test_a_run_recorded_before_a_flag_existed_resumes_with_its_old_value(tmp_pat
     with pytest.raises(UserError, match=r"--group_by_length False -> True"):
         with experiment.training(base | {"group_by_length": True}, overwrite=False, resume=True):
             pass
+    # BERT-PKD's and LAD's ablation flags: a run from before them was uniform and learned.
+    with experiment.training(base | {"layer_map": "uniform", "gate_mode": "learned"},
+                             overwrite=False, resume=True):
+        pass
+    with pytest.raises(UserError, match=r"--gate_mode 'learned' -> 'frozen'"):
+        with experiment.training(base | {"gate_mode": "frozen"}, overwrite=False, resume=True):
+            pass
 
 
 @pytest.mark.slow
