@@ -187,16 +187,15 @@ def test_a_narrower_student_exports_for_pipeline(work):
 
 
 @pytest.mark.slow
-def test_random_layer_map_killed_and_resumed_draws_the_same_layers(workdir):
+def test_random_layer_map_killed_and_resumed_draws_the_same_layers(work):
     """320 rows in batches of 32: steps 11-14 are the second epoch, with its own draw."""
-    work = workdir
-    run_script("run_fine_tune.py", *seed_flags(TEACHER), cwd=work)
-    shutil.copytree(work / "exp", work / "ref")
-    pkd = seed_flags(LAD, gate_lr=None, gate_device_id=None, experiment="PKD_random") + [
+    for exp_dir in ("random_ref", "random"):
+        shutil.copytree(work / "exp" / "teacher_base_bert_mnli", work / exp_dir / "teacher_base_bert_mnli")
+    pkd = seed_flags(LAD, gate_lr=None, gate_device_id=None, tckpt=4, experiment="PKD_random") + [
         "--layer_map", "random"]
-    run_script("run_pkd_distill.py", *pkd, "--exp_dir", "ref", cwd=work)
-    killed = run_hooked("kill_after_step", 8, "run_pkd_distill.py", pkd, work)
+    run_script("run_pkd_distill.py", *pkd, "--exp_dir", "random_ref", cwd=work)
+    killed = run_hooked("kill_after_step", 8, "run_pkd_distill.py", pkd + ["--exp_dir", "random"], work)
     assert killed.returncode == -9
-    run_script("run_pkd_distill.py", *pkd, "--resume", cwd=work)
-    assert_bitwise_equal(weights(work / "exp" / "PKD_random_bert_mnli", 14),
-                         weights(work / "ref" / "PKD_random_bert_mnli", 14))
+    run_script("run_pkd_distill.py", *pkd, "--exp_dir", "random", "--resume", cwd=work)
+    assert_bitwise_equal(weights(work / "random" / "PKD_random_bert_mnli", 14),
+                         weights(work / "random_ref" / "PKD_random_bert_mnli", 14))
