@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from fine_tune import distributed
 from fine_tune.errors import UserError
-from fine_tune.experiment import Experiment
+from fine_tune.experiment import Experiment, pretrained_source
 from fine_tune.glue import get_task
 from fine_tune.heads import head_of
 from fine_tune.io import first_line
@@ -250,7 +250,10 @@ def distil(args, make_objective, method: str, init_pairs=None, gate_config=None,
     args = derive(args, method=method, device_id=device_id(device),
                   tdevice_id=device_id(teacher_device), world_size=distributed.world_size(),
                   **({"gate_device_id": device_id(gate_device)} if hasattr(args, "gate_device_id")
-                     else {}))
+                     else {}),
+                  # (a local folder recorded as its absolute path, as the teacher's --ptrain_ver)
+                  **({"student_ptrain_ver": pretrained_source(args.student_ptrain_ver)}
+                     if getattr(args, "student_ptrain_ver", None) else {}))
 
     def build():
         teacher_experiment, teacher, teacher_args = load_teacher(args)

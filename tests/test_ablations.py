@@ -80,6 +80,7 @@ def test_tinybert_narrower_student_in_two_stages_and_bf16(work):
                "--intermediate_step", "2", "--log_step", "1", "--amp", "bf16", cwd=work)
     folder, config, log = trained(work, "TinyBERT")
     assert config["method"] == "TinyBERT (2 stages)"
+    assert config["student_ptrain_ver"] == str(work / "narrow-bert")  # (absolute, as --ptrain_ver)
     assert json.loads((folder / "model_config.json").read_text())["hidden_size"] == 16
     # The projection from 16 to the teacher's 32, trained with the student in stage 1 and
     # saved; in stage 2 (steps 3-4, the prediction terms) it gets no gradient and AdamW
