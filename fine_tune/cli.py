@@ -250,7 +250,8 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--dynamic_padding", action="store_true",
                        help="cut each batch to its longest example (rounded up to a multiple of 8) "
                             "instead of --max_seq_len; only for losses that do not depend on the "
-                            "padded length (teacher fine-tuning, --alp_exp alp-kd, --pkd_loss pkd-skip)")
+                            "padded length (teacher fine-tuning, --alp_exp alp-kd, --pkd_loss pkd-skip, "
+                            "KD, MiniLM)")
     group.add_argument("--group_by_length", action="store_true",
                        help="batches of rows of similar length: each shuffled run of 50 batches is "
                             "sorted by length, so that --dynamic_padding cuts less padding (faster). "
@@ -330,12 +331,15 @@ def add_teacher_ref_args(parser):
     return group
 
 
-def add_student_args(parser, student_init=True, width_free=False):
+def add_student_args(parser, student_init=True, width_free=False, same_heads=False):
     """`width_free`: a method whose student may be narrower than the teacher (KD, TinyBERT,
-    MiniLM), which then starts from --student_ptrain_ver or at random."""
+    MiniLM), which then starts from --student_ptrain_ver or at random; `same_heads`: one
+    whose heads must still be the teacher's (TinyBERT)."""
     group = parser.add_argument_group("student architecture and initialisation")
     same = ("may differ from the teacher's; the pre-trained model the student starts from "
             "(--student_ptrain_ver) must have it" if width_free else "must equal the teacher's")
+    heads = ("must equal the teacher's (the attention loss compares head i with head i); the "
+             "pre-trained model the student starts from must have it" if same_heads else same)
     group.add_argument("--num_hidden_layers", type=positive_int, default=6,
                        help="transformer layers of the student")
     group.add_argument("--d_model", type=positive_int, default=768,
@@ -344,7 +348,7 @@ def add_student_args(parser, student_init=True, width_free=False):
     group.add_argument("--d_ff", type=positive_int, default=3072,
                        help=f"feed-forward inner size; {same}")
     group.add_argument("--num_attention_heads", type=positive_int, default=12,
-                       help=f"attention heads per layer; {same}")
+                       help=f"attention heads per layer; {heads}")
     group.add_argument("--type_vocab_size", type=positive_int, default=2,
                        help="token-type (segment) vocabulary size")
     if student_init:  # partial LAD's initialisation follows its indices instead
@@ -363,12 +367,25 @@ def add_student_args(parser, student_init=True, width_free=False):
                                 "with --init_embeddings copy, embeddings) initialise the student "
                                 "(default: the teacher's --ptrain_ver, which needs the "
                                 "teacher's width)")
-    group.add_argument("--init_embeddings", default="random", choices=("random", "copy"),
-                       help="'random' (the authors' setup): the student's word, position and "
+    group.add_argument("--init_embeddings", default=None if width_free else "random",
+                       choices=("random", "copy"),
+                       help="'random' (the LAD authors' setup): the student's word, position and "
                             "token-type embeddings start random (N(0, 0.02)), with a position "
                             "table of the teacher's --max_seq_len rows; 'copy' (our option): copy the pre-trained "
-                            "embeddings and their LayerNorm into the student")
+                            "embeddings and their LayerNorm into the student"
+                            + (" (default: copy with --student_ptrain_ver, whose embeddings are "
+                               "the student's own, else random)" if width_free else ""))
+    if width_free:
+        parser.resolvers = (*parser.resolvers, _default_embeddings)
     return group
+
+
+def _default_embeddings(parser, namespace) -> None:
+    """--init_embeddings left out: a student from its own pre-trained model keeps that
+    model's embeddings (General TinyBERT's, say); one from the teacher's layers starts with
+    random ones, as the LAD authors' students do."""
+    if namespace.init_embeddings is None:
+        namespace.init_embeddings = "copy" if namespace.student_ptrain_ver else "random"
 
 
 MU_HELP = ("weight of the hidden-state loss, shared by the student's layers (each matched "
@@ -422,7 +439,8 @@ def per_task(parser, script: str):
 
 
 def student_parser(description: str, script: str, gates: bool = False, student_init: bool = True,
-                   mu_help: str | None = MU_HELP, width_free: bool = False, **seed_values):
+                   mu_help: str | None = MU_HELP, width_free: bool = False, same_heads: bool = False,
+                   **seed_values):
     """The flags every distillation script shares; scripts add their method's own.
     `script` names its row of per-task defaults (task_defaults); `seed_values` are the
     script's seed-command values of other flags where they differ from LAD's. `mu_help`
@@ -430,7 +448,7 @@ def student_parser(description: str, script: str, gates: bool = False, student_i
     parser = new_parser(description)
     add_experiment_args(parser)
     add_teacher_ref_args(parser)
-    add_student_args(parser, student_init, width_free)
+    add_student_args(parser, student_init, width_free, same_heads)
     add_training_args(parser, ckpt_step=2000, log_step=200)
     add_optimizer_args(parser)
     if gates:
@@ -569,8 +587,8 @@ def pkd_parser():
         help="which teacher layers the student's layers learn: 'uniform' those above (k, 2k, "
              "..); 'last' only the student's last layer the teacher's last (Ko et al. 2023's "
              "control; --pkd_loss mse); 'random' a new sorted random set of as many distinct "
-             "teacher layers every epoch, seeded by --seed (RAIL-KD's layer-wise variant, "
-             "Haidar et al. 2022)")
+             "teacher layers every epoch, seeded by --seed (RAIL-KD's random layer selection, "
+             "Haidar et al. 2022, with this loss)")
     return parser
 
 
@@ -586,15 +604,22 @@ def tinybert_parser():
         "TinyBERT's task-specific distillation (Jiao et al. 2020), without data augmentation: "
         "MSE of embeddings, hidden states (through a learnt projection when the widths "
         "differ) and pre-softmax attention scores, student layer m to teacher layer m*k, "
-        "plus the prediction layer's soft loss.", "tinybert", width_free=True,
+        "plus the prediction layer's soft loss.", "tinybert", width_free=True, same_heads=True,
         mu_help="weight of every intermediate term (embeddings, hidden states, attention "
                 "scores); the authors sum them unweighted (1)")
-    parser.add_argument_group("TinyBERT").add_argument(
+    group = parser.add_argument_group("TinyBERT")
+    group.add_argument(
         "--intermediate_step", type=non_negative_int, default=0, metavar="N",
-        help="the authors' two stages in one run: steps 1..N train the intermediate terms "
-             "only, the remaining steps of --total_step the prediction terms only, each stage "
-             "with fresh AdamW moments and its own warmup (--warmup_step split in proportion) "
-             "and decay; 0: one stage, every term together")
+        help="the authors' two stages in one run: steps 1..N (counted in steps, also with "
+             "--epoch) train the intermediate terms only, the remaining steps the prediction "
+             "terms only, each stage with fresh AdamW moments and its own warmup (the warmup "
+             "split in proportion to the stages' lengths) and decay from the one --lr (the "
+             "authors' two runs each had their own rate); 0: one stage, every term together")
+    group.add_argument(
+        "--projection", default="auto", choices=("auto", "always"),
+        help="the learnable projection W of the student's hidden states and embeddings to "
+             "the teacher's width: 'auto' only when the widths differ (the identity "
+             "otherwise); 'always' also when they are equal, as the authors' code does")
     return parser
 
 

@@ -9,6 +9,7 @@ teacher's data settings and pre-trained model, but the teacher runs no forward p
 the report names the method "labels only", without a teacher.
 """
 from fine_tune.distillation import DistillationObjective, distil
+from fine_tune.errors import UserError
 
 
 class KDObjective(DistillationObjective):
@@ -17,6 +18,10 @@ class KDObjective(DistillationObjective):
 
     def __init__(self, args, device):
         super().__init__(args, device)
+        if args.soft_weight == 0 and args.hard_weight == 0:
+            raise UserError("--soft_weight 0 and --hard_weight 0 leave KD no loss to train: give "
+                            "either a weight above 0 (--soft_weight 0 --hard_weight 1: the "
+                            "labels-only floor)")
         self.needs_teacher = args.soft_weight > 0
 
     def layer_terms(self, student_out, teacher_out) -> dict:

@@ -51,6 +51,8 @@ def relation_kl(teacher: torch.Tensor, student: torch.Tensor, key_mask: torch.Te
 
 class MiniLMObjective(DistillationObjective):
     needs_hidden_states = False  # the relations come from the attention's projections
+    padding_invariant = True  # padded keys masked, real queries only: --dynamic_padding works
+    unpad_safe = False  # (--unpad computes the projections on real tokens only)
 
     def __init__(self, args, teacher_config, device):
         super().__init__(args, device)

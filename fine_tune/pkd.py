@@ -16,8 +16,9 @@ Which teacher layers the student's layers learn (--layer_map):
                      under uniform (mse only: pkd-skip leaves the last layer to the logits);
   random             every epoch, a new sorted random set of distinct teacher layers, as
                      many as uniform matches, drawn from the layers uniform draws from
-                     (mse: 1..L, pkd-skip: 1..L-1): RAIL-KD's layer-wise variant (Haidar et
-                     al., Findings of ACL 2022). The set is a function of (--seed, epoch), so
+                     (mse: 1..L, pkd-skip: 1..L-1): RAIL-KD's random layer selection (Haidar
+                     et al., Findings of NAACL 2022) with this module's loss (RAIL-KD's own
+                     compares pooled, normalised layers). The set is a function of (--seed, epoch), so
                      a resumed run draws the same layers; config.json's seed and the epoch
                      recompute it (`random_layers`).
 """

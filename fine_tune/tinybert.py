@@ -8,8 +8,10 @@ Layer mapping g(m) = m * k (k = L // n; g(0) = 0, the embeddings), and the terms
   attention_m  mu * (1/h) sum_i MSE(A^S_m,i, A^T_g(m),i)  pre-softmax scores Q K^T / sqrt(d_head)
   soft, hard   as every method (fine_tune.distillation): the prediction layer
 W is one learnable projection from the student's width to the teacher's, shared by the
-embeddings and every layer, as in the authors' code (the paper writes W_e and W_h); when
-the widths are equal there is none (identity). The attention term compares head i with
+embeddings and every layer, as in the authors' code (the paper writes W_e and W_h). By
+default (--projection auto) there is none when the widths are equal (identity: the
+paper's W only maps the student's space to the teacher's); the authors' code applies one
+whatever the widths, which --projection always gives. The attention term compares head i with
 head i, so the student needs the teacher's number of heads. Masked positions, as in the
 authors' code: a padded key's score gets BERT's -10000 and every score <= -100 is then set
 to 0, in the student's and the teacher's, before the mean. mu (--mu, default 1) weights
@@ -62,7 +64,7 @@ class TinyBERTObjective(DistillationObjective):
         self.stage = 0  # 0: one stage, every term; 1: intermediate terms; 2: prediction terms
         width, teacher_width = args.d_model, teacher_config.hidden_size
         self.projection = None
-        if width != teacher_width:
+        if width != teacher_width or args.projection == "always":
             # BERT's initialisation, as the authors' fit_dense gets it
             self.projection = nn.Linear(width, teacher_width)
             nn.init.normal_(self.projection.weight, std=teacher_config.initializer_range)
@@ -81,14 +83,30 @@ class TinyBERTObjective(DistillationObjective):
 
     def forward(self, student_out, teacher_out, labels):
         terms = super().forward(student_out, teacher_out, labels)
-        if self.stage:
-            # The other stage's terms are logged as 0 and give no gradient: the parameters
-            # only they reach (stage 1: pooler and classifier; stage 2: the projection) are
-            # left alone by AdamW, weight decay included, as in the authors' separate runs.
-            prediction = self.stage == 2
-            terms = {name: value if (name in ("hard", "soft")) == prediction else value.detach() * 0.0
+        if self.stage == 1:
+            # The prediction terms are logged as 0 and give no gradient: the pooler and
+            # classifier, which only they reach, are left alone by AdamW (weight decay
+            # included), as in the authors' first run.
+            terms = {name: value.detach() * 0.0 if name in ("hard", "soft") else value
                      for name, value in terms.items()}
+        elif self.stage == 2:
+            # The intermediate terms are not computed (the projection gets no gradient and
+            # is left alone), only logged as 0.
+            zero = torch.zeros((), device=self.device)
+            terms |= {name: zero for name in self.intermediate_names()}
         return terms
+
+    def intermediate_names(self) -> list[str]:
+        n = len(self.mapping)
+        return (["embedding"] + [f"hidden_{m}" for m in range(1, n + 1)]
+                + [f"attention_{m}" for m in range(1, n + 1)])
+
+    def layer_terms(self, student_out, teacher_out) -> dict:
+        if self.stage == 2:
+            self.student_attention.outputs.clear()
+            self.teacher_attention.outputs.clear()
+            return {}
+        return self.intermediate_terms(student_out, teacher_out)
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.float()
@@ -96,7 +114,7 @@ class TinyBERTObjective(DistillationObjective):
         # MSE is taken in fp32)
         return hidden if self.projection is None else self.projection(hidden).float()
 
-    def layer_terms(self, student_out, teacher_out) -> dict:
+    def intermediate_terms(self, student_out, teacher_out) -> dict:
         student, teacher = student_out.hidden_states, teacher_out.hidden_states
         terms = {"embedding": self.mu * F.mse_loss(self.project(student[0]),
                                                    move(teacher[0], self.device).float())}
@@ -119,4 +137,4 @@ class TinyBERTObjective(DistillationObjective):
 
 def distil_tinybert(args) -> None:
     distil(args, lambda args, teacher_config, device, _: TinyBERTObjective(args, teacher_config, device),
-           "TinyBERT (2 stages)" if args.intermediate_step else "TinyBERT", same_width=False)
+           "TinyBERT (2 stages)" if args.intermediate_step else "TinyBERT (1 stage)", same_width=False)

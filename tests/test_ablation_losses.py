@@ -124,8 +124,8 @@ def tinybert_expected(objective, student, teacher, student_out, teacher_out, mu,
 def tinybert_setup(**changes):
     teacher = bert(32, 4, 2, seed=1, attention="sdpa")
     student = bert(16, 2, 2, seed=2, attention="eager")
-    args = args_for(**(dict(d_model=16, num_attention_heads=2, intermediate_step=0, mu=2.0)
-                       | changes))
+    args = args_for(**(dict(d_model=16, num_attention_heads=2, intermediate_step=0, mu=2.0,
+                            projection="auto") | changes))
     torch.manual_seed(3)
     objective = TinyBERTObjective(args, teacher.config, CPU)
     objective.bind(student, teacher)
@@ -195,6 +195,24 @@ def test_tinybert_two_stages():
     sum(terms.values()).backward()
     assert objective.projection.weight.grad is None
     assert student.classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("projection", ["auto", "always"])
+def test_tinybert_projects_equal_widths_only_when_asked(projection):
+    """--projection auto: the identity for a student as wide as its teacher (its hidden
+    term is the plain MSE to the teacher's layer); always: a learnt W, as the authors' code."""
+    teacher, student = bert(32, 4, 2, seed=1), bert(32, 2, 2, seed=2)
+    args = args_for(d_model=32, num_attention_heads=2, intermediate_step=0, mu=2.0,
+                    projection=projection)
+    objective = TinyBERTObjective(args, teacher.config, CPU)
+    objective.bind(student, teacher)
+    assert (objective.projection is None) == (projection == "auto")
+    student_out, teacher_out = run_pair(student, teacher)
+    terms = objective(student_out, teacher_out, LABELS)
+    s, t = student_out.hidden_states[1], teacher_out.hidden_states[2]
+    if projection == "always":
+        s = s @ objective.projection.weight.T + objective.projection.bias
+    assert float(terms["hidden_1"].detach()) == pytest.approx(2.0 * float(mse(s, t).detach()), rel=1e-6)
 
 
 def test_tinybert_needs_the_teachers_head_count():

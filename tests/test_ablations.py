@@ -76,11 +76,12 @@ def test_kd_and_the_labels_only_floor(work, teacher_forwards):
 
 def test_tinybert_narrower_student_in_two_stages_and_bf16(work):
     run_script("run_tinybert_distil.py", *STUDENT, "--experiment", "TinyBERT", "--d_model", "16",
-               "--d_ff", "32", "--student_ptrain_ver", "narrow-bert", "--init_embeddings", "copy",
+               "--d_ff", "32", "--student_ptrain_ver", "narrow-bert",
                "--intermediate_step", "2", "--log_step", "1", "--amp", "bf16", cwd=work)
     folder, config, log = trained(work, "TinyBERT")
     assert config["method"] == "TinyBERT (2 stages)"
     assert config["student_ptrain_ver"] == str(work / "narrow-bert")  # (absolute, as --ptrain_ver)
+    assert config["init_embeddings"] == "copy"  # (left out: the student's own model's)
     assert json.loads((folder / "model_config.json").read_text())["hidden_size"] == 16
     # The projection from 16 to the teacher's 32, trained with the student in stage 1 and
     # saved; in stage 2 (steps 3-4, the prediction terms) it gets no gradient and AdamW
@@ -103,9 +104,10 @@ def test_tinybert_narrower_student_in_two_stages_and_bf16(work):
 def test_minilm_narrower_student_from_random_layers(work):
     run_script("run_minilm_distil.py", *STUDENT, "--experiment", "MiniLM", "--d_model", "16",
                "--d_ff", "32", "--num_attention_heads", "4", "--student_init", "random",
-               "--relation_heads", "4", "--amp", "bf16", cwd=work)
+               "--relation_heads", "4", "--amp", "bf16", "--dynamic_padding", cwd=work)
     folder, config, log = trained(work, "MiniLM")
     assert config["method"] == "MiniLM" and config["relation_heads"] == 4
+    assert config["init_embeddings"] == "random"  # (no --student_ptrain_ver)
     relations = log[["loss/relation_qq", "loss/relation_kk", "loss/relation_vv"]]
     assert (relations > 0).all().all() and relations.notna().all().all()
     assert not (folder / "gate-4.pt").exists()  # no parameters of its own
@@ -160,6 +162,9 @@ def test_gate_modes(work, monkeypatch):
     ("run_minilm_distil.py", "--minilm_teacher_layer 9", "the teacher's layers run from 1 to 4"),
     ("run_kd_distil.py", "--d_model 16 --d_ff 32 --student_ptrain_ver tiny-bert",
      "cannot start from the layers of the pre-trained model"),
+    ("run_kd_distil.py", "--soft_weight 0 --hard_weight 0", "leave KD no loss to train"),
+    ("run_tinybert_distil.py", "--dynamic_padding", "--dynamic_padding would change"),
+    ("run_minilm_distil.py", "--dynamic_padding --unpad", "--unpad would change"),
 ])
 def test_impossible_settings_are_one_line_and_write_nothing(work, script, extra, message):
     result = run_script(script, *STUDENT, "--experiment", "bad", *extra.split(), cwd=work,

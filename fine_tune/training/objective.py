@@ -13,6 +13,7 @@ class Objective(nn.Module):
     group ("gate")."""
     needs_hidden_states = False
     padding_invariant = False  # True when padding beyond the longest row leaves the loss unchanged
+    unpad_safe = True  # False: reads the attention's projections, which --unpad computes unpadded
     # The flags that train the objective's own parameters: "gate_" (--gate_lr, ...: LAD's
     # gates) or "" (the model's --lr, ...: TinyBERT's projection, trained with the student).
     optimizer_prefix = "gate_"

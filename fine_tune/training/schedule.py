@@ -15,7 +15,7 @@ def check_padding(args, objective: Objective) -> None:
     if getattr(args, "dynamic_padding", False) and not objective.padding_invariant:
         raise UserError("--dynamic_padding would change this method's loss (its hidden-state "
                         "terms or gates depend on the padded length --max_seq_len); leave it off")
-    if getattr(args, "unpad", False) and not objective.padding_invariant:
+    if getattr(args, "unpad", False) and not (objective.padding_invariant and objective.unpad_safe):
         raise UserError("--unpad would change this method's loss (its hidden-state terms or "
                         "gates read the pad positions, which --unpad does not compute); leave "
                         "it off")
