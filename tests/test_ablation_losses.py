@@ -271,6 +271,26 @@ def test_minilm_relations_against_the_equations(teacher_layer):
     torch.testing.assert_close(terms["soft"].double(), soft, **TOL)
 
 
+def test_minilm_loss_does_not_depend_on_padding():
+    """What lets MiniLM take --dynamic_padding: three more pad columns change no term."""
+    teacher = bert(32, 2, 2, seed=4, attention="sdpa")
+    student = bert(16, 2, 4, seed=5, attention="sdpa")
+    args = args_for(d_model=16, num_attention_heads=4, minilm_teacher_layer=None,
+                    relation_heads=4, mu=1.5)
+    objective = MiniLMObjective(args, teacher.config, CPU)
+    objective.bind(student, teacher)
+    terms = []
+    for pad in (0, 3):
+        ids = torch.cat([IDS, torch.zeros(2, pad, dtype=IDS.dtype)], 1)
+        mask = torch.cat([MASK, torch.zeros(2, pad, dtype=MASK.dtype)], 1)
+        with torch.no_grad():
+            outs = [model(input_ids=ids, attention_mask=mask) for model in (student, teacher)]
+            terms.append({k: float(v) for k, v in objective(*outs, LABELS).items()})
+    assert terms[0].keys() == terms[1].keys()
+    for name in terms[0]:
+        assert terms[1][name] == pytest.approx(terms[0][name], rel=1e-5, abs=1e-7), name
+
+
 def test_minilm_relation_heads_default_to_the_teachers_heads():
     teacher = bert(32, 2, 2, seed=4)
     args = args_for(d_model=16, num_attention_heads=4, minilm_teacher_layer=None,
