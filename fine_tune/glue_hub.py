@@ -179,7 +179,10 @@ def read_hub_split(root: Path, copy, split: str, labelled: bool) -> dict:
                              f"as integers and {LABEL} as "
                              + ("float scores" if copy.labels is None else "class ids"))
         tables.append(table.select(wanted))
-    columns = pyarrow.concat_tables(tables).to_pydict()
+    # Each shard to Python values on its own: shards whose accepted types differ (idx int32
+    # in one, int64 in another; string and large_string) join without a schema to agree on.
+    columns = {column: [value for table in tables for value in table.column(column).to_pylist()]
+               for column in wanted}
     where = f"{copy.config}/{hub_split}"
     for number, index in enumerate(columns[INDEX]):
         if index is None:

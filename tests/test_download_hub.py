@@ -431,3 +431,26 @@ def test_auto_moves_on_when_glues_mrpc_address_serves_a_web_page(tmp_path):
                       www.as_uri() + "/", "--hub_repo", hub_dir)
     assert "is not the MSR paraphrase file" in result.stdout and "trying the next source" in result.stdout
     assert f"from the folder {hub_dir}" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["rte", "stsb"])
+def test_shards_whose_column_types_differ_but_are_each_accepted_read_as_one(tmp_path, name):
+    """idx int32 in one shard and int64 in the other (texts string and large_string, STS-B's
+    scores float32 and float64): the same rows as a copy whose shards agree."""
+    glue_dir, hub_dir, data_dir = tmp_path / "glue", tmp_path / "hub", tmp_path / "data"
+    write_task(glue_dir, name, rows=8, seed=5)
+    write_hub_copy(glue_dir, hub_dir, name, shards=2)
+    path = next((hub_dir / HUB[name][0]).glob("train-00001-of-00002.parquet"))
+    table = pq.read_table(path)
+    widened = {"idx": pa.int64(), "label": pa.float64() if name == "stsb" else pa.int32(),
+               **{column: pa.large_string() for column in HUB[name][1]}}
+    for column, kind in widened.items():
+        table = table.set_column(table.column_names.index(column), column,
+                                 table.column(column).cast(kind))
+    pq.write_table(table, path)
+    download(data_dir, name, 8, "--source", "hub", "--hub_repo", hub_dir)
+    for split in get_task(name).files:
+        expected, got = read_split(glue_dir, name, split), read_split(data_dir, name, split)
+        assert got.index == expected.index and got.premise == expected.premise
+        if expected.labels is not None:
+            assert np.array_equal(got.labels, expected.labels), split
