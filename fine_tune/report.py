@@ -12,7 +12,8 @@ method, one column per task, and their average. Printed, and written as exp/repo
 PNGs in exp/plots/: each task's dev metric against step (one line per experiment), each
 experiment's training loss terms, and LAD's gate values. A report of a subset (--task,
 --filter) is written to report_<task>_<filter>.csv/.md and plots_<task>_<filter>/
-instead, leaving the full report alone.
+instead, leaving the full report alone; one of --folders without --output_dir to
+report_folders-<hash of the folder names>.csv/.md.
 
 Here: the tables, the seed groups, the GLUE summary, --baseline and the command line; each
 experiment's row comes from fine_tune.experiment_rows, --baseline's differences from
@@ -195,6 +196,10 @@ def report(args) -> None:
     # (report.csv, plots/) is never overwritten by part of it.
     suffix = "".join(f"_{re.sub(r'[^A-Za-z0-9.-]+', '-', value)}"
                      for value in (args.task, args.filter) if value)
+    if args.folders and not args.output_dir:  # (a sweep names its own --output_dir)
+        import hashlib
+        chosen = ",".join(sorted(args.folders)).encode()
+        suffix += f"_folders-{hashlib.sha1(chosen).hexdigest()[:8]}"
     selection = (f"--select_on {args.select_on}" if args.select_on
                  else "each task's dev split (MNLI: dev_matched)")
     header = (f"Scores of the checkpoint with the best first metric on {selection}; "
@@ -312,7 +317,9 @@ def build_parser():
     parser.add_argument("--folders", type=lambda text: [n for n in text.split(",") if n],
                         default=None, metavar="FOLDER[,FOLDER]",
                         help="only these experiment folders (<experiment>_<model>_<task>), as a "
-                             "sweep reports its own (default: every folder)")
+                             "sweep reports its own; without --output_dir written to "
+                             "report_folders-<hash>.csv/.md, never over the full report "
+                             "(default: every folder)")
     parser.add_argument("--output_dir", default=None,
                         help="folder for report.csv, report.md and plots/ (default: --exp_dir)")
     parser.add_argument("--select_on", default=None,

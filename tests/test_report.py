@@ -83,6 +83,12 @@ def test_report_rows_seed_groups_and_plots(workdir, monkeypatch, capsys):
     report(build_parser().parse_args(["--filter", "LAD", "--plots"]))
     assert pd.read_csv(workdir / "exp" / "report_LAD.csv")["experiment"].str.startswith("LAD").all()
     assert len(pd.read_csv(workdir / "exp" / "report.csv")) == 8  # the full report, untouched
+    # --folders without --output_dir: a subset too, to files named after those folders.
+    report(build_parser().parse_args(["--folders", "LAD_s1_bert_mnli,LAD_s2_bert_mnli"]))
+    assert len(pd.read_csv(workdir / "exp" / "report.csv")) == 8
+    subset = sorted((workdir / "exp").glob("report_folders-*.csv"))
+    assert len(subset) == 1 and len(pd.read_csv(subset[0])) == 2
+    assert subset[0].with_suffix(".md").is_file()
     assert {p.name for p in (workdir / "exp" / "plots_LAD").iterdir()} >= {"LAD_s1_bert_mnli_gates.png"}
     with pytest.raises(UserError, match="--select_on dev: --task mnli has no labelled split 'dev'"):
         report(build_parser().parse_args(["--select_on", "dev"]))
