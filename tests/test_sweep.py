@@ -227,14 +227,23 @@ def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_submitit_local_executor_runs_a_plan_with_a_dependency(workdir, monkeypatch):
-    plan = write_plan(workdir, DEFAULTS + """
+def test_submitit_local_executor_runs_a_plan_with_a_dependency(workdir, monkeypatch, capsys):
+    # (its [sweep] baseline names no experiment of the sweep, as one that failed before its
+    # config.json: the report is still written, without Δ columns, and says why)
+    (workdir / "exp" / "plan").mkdir(parents=True)
+    (workdir / "exp" / "plan" / "report.md").write_text("an older report")
+    plan = write_plan(workdir, '[sweep]\nbaseline = "never_trained"\n' + DEFAULTS + """
 [[run]]
 script = "run_fine_tune_eval.py"
 experiment = "teacher"
 dataset = "dev_mismatched"
 """)
     run_sweep(workdir, monkeypatch, plan, "--executor", "submitit_local", "--poll", "0.5")
+    out = capsys.readouterr().out
+    assert ("[sweep] baseline never_trained is not among the sweep's experiments with a "
+            "config.json") in out and "no report" not in out
+    report = (workdir / "exp" / "plan" / "report.md").read_text()
+    assert "teacher_bert_mnli" in report and "Δ" not in report
     runs = pd_read(workdir / "exp" / "plan" / "runs.csv")
     assert list(runs["status"]) == ["trained", "ran"]
     teacher = workdir / "exp" / "teacher_bert_mnli"

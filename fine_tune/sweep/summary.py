@@ -59,6 +59,11 @@ def write_report(plan: plans.Plan, runner: Sweep, folder: Path, baseline: str | 
     if not names:
         return
     print()
+    if baseline and baseline not in names and baseline not in {name.rsplit("_", 2)[0] for name in names}:
+        # (a baseline run that failed before its config.json, or one from outside the plan)
+        print(f"note: [sweep] baseline {baseline} is not among the sweep's experiments with a "
+              "config.json: the report has no columns of differences from it")
+        baseline = None
     try:
         report(Settings(exp_dir=str(plan.exp_dir), task=None, filter=None, select_on=None,
                         baseline=baseline, resamples=10000, plots=plan.plots,
