@@ -322,6 +322,26 @@ def test_the_ablation_plans_compare_ten_students_of_one_size_against_kd(task):
     assert predicted == {run.experiment for run in students} | {"teacher_base"}
 
 
+def test_only_this_attempts_output_can_say_the_experiment_is_trained_elsewhere(tmp_path):
+    """A run's log holds every attempt: an earlier attempt's lock refusal must not make a
+    run that now fails at once look like a race with another sweep (to be retried)."""
+    from fine_tune.sweep.runs import Launch
+    run = plans.Run("1", "run_fine_tune.py", {"experiment": "teacher"})
+    log = tmp_path / "1_teacher_run_fine_tune.log"
+    log.write_text("[12:00:00] $ python run_fine_tune.py --experiment teacher\nerror: "
+                   "exp/teacher_bert_mnli is being trained by process 12 (started 11:59)\n")
+    assert Launch(run, [], log, offset=0).trained_elsewhere()
+    launch = Launch(run, [], log)  # a new attempt starts at the end of the log
+    with open(log, "a") as file:
+        file.write("[12:05:00] $ python run_fine_tune.py --experiment teacher\nerror: "
+                   "data/fine_tune/MNLI/train.tsv not found\n")
+    assert not launch.trained_elsewhere()
+    assert launch.output()[-1] == "error: data/fine_tune/MNLI/train.tsv not found"
+    with open(log, "a") as file:
+        file.write("error: exp/teacher_bert_mnli is being trained by process 13\n")
+    assert launch.trained_elsewhere()
+
+
 def test_gpu_slots_set_the_device_or_launch_torchrun(monkeypatch):
     from fine_tune.sweep import LocalExecutor, command_line
     executor = LocalExecutor([2, 5, 7], None)

@@ -52,6 +52,28 @@ class Launch:
     slot: tuple = ()
     error: str = ""        # why the executor says it failed, when the log cannot
     started: float = field(default_factory=time.time)
+    offset: int = -1       # the log's size before this attempt wrote to it (-1: read at creation)
+
+    def __post_init__(self):
+        if self.offset < 0:
+            try:
+                self.offset = self.log.stat().st_size
+            except OSError:
+                self.offset = 0
+
+    def output(self) -> list[str]:
+        """The non-empty lines this attempt wrote to the run's log (earlier attempts' left out)."""
+        try:
+            with open(self.log, "rb") as file:
+                file.seek(self.offset)
+                text = file.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip()]
+
+    def trained_elsewhere(self) -> bool:
+        """This attempt's script refused because another process trains the experiment."""
+        return any("is being trained by" in line for line in self.output()[-20:])
 
 
 @dataclass

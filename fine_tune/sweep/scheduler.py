@@ -11,7 +11,7 @@ from collections import deque
 from pathlib import Path
 
 import fine_tune.sweep.plan as plans
-from fine_tune.sweep.runs import Launch, Outcome, duration, last_line, say, tail
+from fine_tune.sweep.runs import Launch, Outcome, duration, last_line, say
 from fine_tune.sweep.search import Search
 
 
@@ -137,8 +137,9 @@ class Sweep:
 
     def elsewhere(self, launch: Launch) -> bool:
         """The script refused because another process trains the experiment (a race with
-        another sweep): wait for it instead of failing."""
-        return any("is being trained by" in line for line in tail(launch.log, 20))
+        another sweep): wait for it instead of failing. Only this attempt's output counts:
+        the log also holds earlier attempts'."""
+        return launch.trained_elsewhere()
 
     # -- the loop --
     def execute(self) -> None:
