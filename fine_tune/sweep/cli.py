@@ -162,8 +162,10 @@ def sweep(args) -> None:
                 executor.stop(launch)
     failed = conclude(runner, name, folder, started, args.baseline or plan.baseline)
     if failed:  # (exit 1: runs failed; 2 is for a plan refused before anything ran)
+        trials = " (a failed search trial is asked again with the same values)" \
+            if any(".t" in o.run.number for o in failed) else ""
         print(f"error: {len(failed)} run{'s' * (len(failed) > 1)} failed (see above; "
-              f"{folder / 'runs.csv'}): fix them and run the same command again",
+              f"{folder / 'runs.csv'}): fix them and run the same command again{trials}",
               file=sys.stderr)
         sys.exit(1)
 

@@ -44,9 +44,20 @@ class Search:
         from optuna.trial import TrialState
         self.stale = deque(t for t in self.study.get_trials(deepcopy=False)
                            if t.state == TrialState.RUNNING)
+        # Trials that failed in an earlier start (whose cause the user may have fixed since)
+        # are asked again, with the same values, unless a later trial already has them; a
+        # failure in this start counts as finished, so a search never loops on one.
+        trials = self.study.get_trials(deepcopy=False)
+        self.failed_now = 0
+        for trial in trials:
+            later = [t.params for t in trials if t.number > trial.number]
+            if trial.state == TrialState.FAIL and trial.params not in later:
+                self.study.enqueue_trial(trial.params, skip_if_exists=False)
+                say(f"search {run.number}: trial {trial.number} failed in an earlier start; "
+                    f"asking its values again ({', '.join(f'{k} = {v}' for k, v in trial.params.items())})")
         # Trials an earlier start finished: in this sweep's table and report too.
-        status = {TrialState.COMPLETE: "done", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-        for trial in self.study.get_trials(deepcopy=False):
+        status = {TrialState.COMPLETE: "done", TrialState.PRUNED: "pruned"}
+        for trial in trials:
             if trial.state in status:
                 earlier = plans.trial_run(run, trial.number, trial.params)
                 note = (f"{trial.value:.4f} (an earlier start)" if trial.value is not None
@@ -57,9 +68,10 @@ class Search:
         self.split, self.metric = dev_split(self.task), self.task.metrics[0]
 
     def finished(self) -> int:
+        """Trials completed or pruned, in any start, and those failed in this one."""
         from optuna.trial import TrialState
-        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False)
-                   if t.state != TrialState.RUNNING)
+        return self.failed_now + sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                                     for t in self.study.get_trials(deepcopy=False))
 
     def step(self) -> bool:
         """Start trials while slots are free; True when every trial has ended."""
@@ -140,6 +152,7 @@ class Search:
         value = None if best is None else best.scores.get(self.metric)
         if value is None or value != value:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.failed_now += 1
         else:
             self.study.tell(trial, value)
             outcome = self.sweep.outcomes.get(launch.run.number)
