@@ -514,9 +514,23 @@ gpus = 4
         assert "#SBATCH --kill-on-invalid-dep=yes" in text
     assert "#SBATCH --gpus-per-node=2" in teacher and "#SBATCH --gpus-per-node=4" in other
     assert [launch.handle.submission().function.gpus for launch in launches] == [2, 2, 4]
+    # An evaluation asks for no GPU unless the plan gives it gpus; --slurm_gpus_per_run 0:
+    # CPU-only training jobs too.
+    cpu = build_parser().parse_args(["plan.toml", "--executor", "slurm", "--slurm_time", "10",
+                                     "--slurm_gpus_per_run", "0"])
+    evaluation = plans.Run("9", "run_fine_tune_eval.py", {"experiment": "other"})
+    told = plans.Run("10", "run_fine_tune_eval.py", {"experiment": "other"}, gpus=1, gpus_given=True)
+    assert [executor.job_gpus(r) for r in (plan.runs[0], evaluation, told)] == [2, 0, 1]
+    cpu_executor = SubmititExecutor(workdir / "exp" / "cpu", "slurm", cpu)
+    assert [cpu_executor.job_gpus(r) for r in (*plan.runs, evaluation)] == [0, 0, 4, 0]
+    launch = Launch(plan.runs[0], plan.runs[0].argv(), workdir / "exp" / "cpu" / "1.log")
+    cpu_executor.start(launch)
+    script = next((workdir / "exp" / "cpu" / "submitit").glob("*_submission.sh")).read_text()
+    assert "gpus" not in script and launch.handle.submission().function.gpus == 0
     with pytest.raises(UserError, match="needs --slurm_time"):
         sweep(build_parser().parse_args(["plan.toml", "--executor", "slurm"]))
     (bin_dir / "srun").unlink()  # no Slurm here: one line, not submitit's traceback
+    monkeypatch.setenv("PATH", str(bin_dir))  # (a machine with Slurm installed has a real srun)
     with pytest.raises(UserError, match="no Slurm on this machine"):
         SubmititExecutor(workdir / "exp" / "plan", "slurm", args)
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import fine_tune.sweep.plan as plans
-from fine_tune.cli import new_parser, positive_float, positive_int
+from fine_tune.cli import new_parser, non_negative_int, positive_float, positive_int
 from fine_tune.errors import Interrupted, UserError, run_cli
 from fine_tune.sweep.local import LocalExecutor
 from fine_tune.sweep.scheduler import Sweep
@@ -93,10 +93,11 @@ def build_parser():
                         help="seconds between checks of running runs")
     slurm = parser.add_argument_group("Slurm (--executor slurm)")
     slurm.add_argument("--slurm_partition", default=None, help="partition of every job")
-    slurm.add_argument("--slurm_gpus_per_run", type=positive_int, default=1,
-                       help="GPUs of each job (a run with gpus = N in the plan gets N if "
-                            "more); a job with several runs its script under torchrun, one "
-                            "process per GPU")
+    slurm.add_argument("--slurm_gpus_per_run", type=non_negative_int, default=1,
+                       help="GPUs of each training job (a run with gpus = N in the plan gets N "
+                            "if more); 0: CPU-only jobs. A job with several runs its script "
+                            "under torchrun, one process per GPU. Evaluation and prediction "
+                            "jobs ask for GPUs only when the plan gives them gpus = N")
     slurm.add_argument("--slurm_time", type=minutes, default=None, metavar="MIN|HH:MM:SS",
                        help="time limit of each job, required with --executor slurm; a job "
                             "that reaches it is requeued and continues with --resume, as often "

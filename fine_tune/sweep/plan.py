@@ -79,6 +79,7 @@ class Run:
     script: str
     flags: dict                 # flag -> value, in the order the command shows them
     gpus: int = 1
+    gpus_given: bool = False    # the plan set `gpus` (Slurm: an evaluation asks for GPUs only then)
     search: dict | None = None  # the [run.search] table
     settings: dict = field(default_factory=dict)  # the flags as the script's parser reads them
     needs: list = field(default_factory=list)     # numbers of the runs it waits for
@@ -215,6 +216,7 @@ def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: d
     script = table.pop("script", None)
     if not isinstance(script, str) or script not in SCRIPTS:
         raise UserError(f"{where}: script = {script!r} is not one of {', '.join(SCRIPTS)}")
+    gpus_given = "gpus" in table
     gpus = table.pop("gpus", 1)
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise UserError(f"{where}: gpus = {gpus!r} must be a positive integer")
@@ -252,7 +254,7 @@ def _expand(path: Path, position: int, table: dict, defaults: dict, overrides: d
         chosen = flags | dict(zip(grid, values))
         if search is None:
             chosen = fill_placeholders(chosen, f"{where}")
-        runs.append(Run(str(start + len(runs) + 1), script, chosen, gpus, search))
+        runs.append(Run(str(start + len(runs) + 1), script, chosen, gpus, gpus_given, search))
     return runs
 
 
@@ -399,7 +401,7 @@ def trial_run(search: Run, k: int, params: dict) -> Run:
     """Trial k of a search: the run's flags with the trial's values, experiment <name>_t<k>."""
     flags = fill_placeholders(search.flags | params, search.label)
     flags["experiment"] = f"{flags['experiment']}_t{k}"
-    trial = Run(f"{search.number}.t{k}", search.script, flags, search.gpus, None,
-                needs=list(search.needs))
+    trial = Run(f"{search.number}.t{k}", search.script, flags, search.gpus, search.gpus_given,
+                None, needs=list(search.needs))
     trial.settings = _parse(Path("plan"), trial, trial.flags)
     return trial

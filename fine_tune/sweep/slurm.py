@@ -25,7 +25,12 @@ class Command:
 
     def __call__(self) -> int:
         os.chdir(self.cwd)
-        command = command_line(self.run, self.argv, self.gpus)
+        argv = self.argv
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+            # Slurm requeued this job (a node failure, scontrol requeue, a pre-emption): it
+            # runs the submitted command again, which must continue the killed attempt.
+            argv = resumed(self.run, argv)
+        command = command_line(self.run, argv, self.gpus)
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")
             log.flush()
@@ -40,10 +45,26 @@ class Command:
         import submitit
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-        argv = self.argv if "--resume" in self.argv or self.run.kind != "train" else \
-            [a for a in self.argv if a != "--overwrite"] + ["--resume"]
-        return submitit.helpers.DelayedSubmission(Command(self.run, argv, self.log, self.gpus,
-                                                          self.cwd))
+        return submitit.helpers.DelayedSubmission(Command(self.run, resumed(self.run, self.argv),
+                                                          self.log, self.gpus, self.cwd))
+
+
+def resumed(run: plans.Run, argv: list) -> list:
+    """A training run's flags to continue it (--resume, without --overwrite); an evaluation
+    or prediction just runs again."""
+    if "--resume" in argv or run.kind != "train":
+        return argv
+    return [a for a in argv if a != "--overwrite"] + ["--resume"]
+
+
+def queue_states() -> dict:
+    """{job id: state} of every job Slurm still has queued or running (squeue, which needs
+    no accounting database; a requeued job is listed again as pending)."""
+    result = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True,
+                            timeout=120)
+    if result.returncode:
+        raise RuntimeError(f"squeue failed: {(result.stderr or result.stdout).strip()[:300]}")
+    return dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
 
 
 class SubmititExecutor:
@@ -75,6 +96,13 @@ class SubmititExecutor:
                             "slurm_additional_parameters": {"kill-on-invalid-dep": "yes"}
                             | dict(args.slurm_option or [])}
         self.jobs = {}  # run number -> its job, while it runs (for afterok)
+        self._queue, self._queue_read = {}, 0.0
+
+    def queue(self) -> dict:
+        """Slurm's queue, read at most once a second however many jobs are polled."""
+        if time.time() - self._queue_read > 1:
+            self._queue, self._queue_read = queue_states(), time.time()
+        return self._queue
 
     def new_executor(self):
         """One per job: submitit keeps parameters from one submission to the next (a
@@ -101,14 +129,22 @@ class SubmititExecutor:
     def devices(self, run, slot):
         return {}
 
+    def job_gpus(self, run: plans.Run) -> int:
+        """GPUs a Slurm job asks for: a training run --slurm_gpus_per_run (more when the plan
+        gives it gpus = N), an evaluation or prediction none unless the plan gives it gpus;
+        0 is a CPU-only job."""
+        if run.gpus_given:
+            return max(run.gpus, self.gpus_per_run) if run.kind == "train" else run.gpus
+        return self.gpus_per_run if run.kind == "train" else 0
+
     def start(self, launch: Launch) -> None:
         # GPUs of the job, and processes of its torchrun when more than one
-        gpus = max(launch.run.gpus, self.gpus_per_run) if self.cluster == "slurm" else 1
+        gpus = self.job_gpus(launch.run) if self.cluster == "slurm" else 1
         parameters = {k: v for k, v in self.common.items() if v is not None}
         parameters["name"] = f"sweep-{launch.run.experiment}"
         if self.cluster == "slurm":
             after = [self.jobs[n].job_id for n in launch.run.needs if n in self.jobs]
-            parameters |= {"gpus_per_node": gpus, "tasks_per_node": 1}
+            parameters |= {"tasks_per_node": 1} | ({"gpus_per_node": gpus} if gpus else {})
             if after:
                 parameters["slurm_dependency"] = "afterok:" + ":".join(after)
         executor = self.new_executor()
@@ -120,7 +156,18 @@ class SubmititExecutor:
 
     def poll(self, launch: Launch):
         job = launch.handle
-        if not job.done():
+        if self.cluster == "slurm":
+            # Slurm's queue says whether a job still runs (submitit's sacct needs an
+            # accounting database, and a requeued job's killed attempt may have left a
+            # result file behind). A job the queue no longer has is ended: its result, or
+            # none at all (cancelled or killed outside the sweep) - never waited for.
+            if job.job_id in self.queue():
+                return None
+            if not job.paths.result_pickle.exists():
+                launch.error = (f"Slurm no longer has job {job.job_id} and it left no result "
+                                f"(cancelled, or killed outside the sweep); see {launch.log}")
+                return 1
+        elif not job.done():
             return None
         try:
             job.result()
