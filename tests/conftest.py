@@ -127,7 +127,7 @@ def seed_flags(command: str, **changes) -> list[str]:
 # fill in around them, and both workers finish at about the same time.
 SLOWEST_FIRST = ["test_sweep", "test_gpu_check", "test_fast_path", "test_peer_trainer",
                  "test_torchrun", "test_download", "test_trust", "test_report",
-                 "test_distillation_e2e", "test_resume", "test_ablations", "test_inference_bench",
+                 "test_slurm", "test_distillation_e2e", "test_resume", "test_ablations", "test_inference_bench",
                  "test_download_hub", "test_errors", "test_results_store",
                  "test_store_torchrun_gate", "test_compare"]
 

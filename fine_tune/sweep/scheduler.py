@@ -125,15 +125,18 @@ class Sweep:
             if search is not None:
                 search.told(launch, code)
 
-    def cancel_dependants(self, failed: plans.Run) -> None:
-        """Runs already submitted behind a failed one (Slurm's afterok) never start: cancel them."""
+    def cancel_dependants(self, failed: plans.Run, cause: plans.Run | None = None) -> None:
+        """Runs already submitted behind a failed one (Slurm's afterok), directly or through
+        other such runs, never start: cancel them all (Slurm would, one dependency at a time,
+        and they would look failed), each named skipped."""
         for launch in list(self.active):
-            if failed.number in launch.run.needs:
+            if failed.number in launch.run.needs and launch in self.active:
                 self.executor.stop(launch)
                 self.active.remove(launch)
                 self.executor.release(launch.slot)
                 self.executor.ended(launch)
-                self.finish(launch.run, "skipped", note=f"{failed.label} failed")
+                self.finish(launch.run, "skipped", note=f"{(cause or failed).label} failed")
+                self.cancel_dependants(launch.run, cause or failed)
 
     def elsewhere(self, launch: Launch) -> bool:
         """The script refused because another process trains the experiment (a race with
