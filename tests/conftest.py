@@ -155,3 +155,13 @@ def _quick_tests_start_no_process(monkeypatch, request):
         raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
     monkeypatch.setattr(os, "fork", refuse)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say, at the end, why the Slurm tests did not run (their skip reason names the fix),
+    which pytest -q alone would leave unsaid."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "test_slurm" in report.nodeid]
+    if skipped:
+        reason = str(skipped[0].longrepr[-1]) if isinstance(skipped[0].longrepr, tuple) else ""
+        terminalreporter.write_line(f"{len(skipped)} Slurm tests skipped: {reason.removeprefix('Skipped: ')}")

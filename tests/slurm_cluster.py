@@ -42,7 +42,7 @@ class Cluster:
         """Why no cluster can start here ('' when one can)."""
         absent = [name for name in BINARIES if shutil.which(name) is None]
         if absent:
-            return f"{', '.join(absent)} not installed (apt-get install slurm-wlm munge)"
+            return f"{', '.join(absent)} not installed"
         if os.geteuid() != 0:
             return "the test cluster's slurmd needs root"
         return ""

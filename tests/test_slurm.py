@@ -48,8 +48,8 @@ num_attention_heads = 2
 def cluster(tmp_path_factory):
     why = Cluster.missing()
     if why:
-        message = (f"no Slurm test cluster: {why}; install it (as root: apt-get install "
-                   "slurm-wlm munge) and run python -m pytest tests/test_slurm.py")
+        message = (f"no Slurm test cluster here ({why}): as root, apt-get install slurm-wlm "
+                   "munge, then python -m pytest tests/test_slurm.py")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
