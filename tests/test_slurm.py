@@ -9,7 +9,6 @@ uninterrupted run, while the sweep waits for it.
 Without Slurm installed (or without root) these tests are skipped, and say how to run
 them; under CI=true that fails instead.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -80,22 +79,26 @@ def sweep_on_slurm(work, plan_text, *extra, check=True):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_plan_runs_in_cpu_jobs_as_here_and_a_failed_teacher_cancels_its_dependants(work, cluster):
+def test_a_plan_on_slurm_ends_as_here_through_a_requeue_and_cancels_a_failed_teachers_chain(
+        work, cluster):
+    """teacher -> student (scored on dev as it trains) -> prediction, in CPU-only jobs, the
+    teacher's job requeued by Slurm after its first checkpoint; and a teacher that fails,
+    whose student and that student's prediction (a dependant's dependant) are cancelled."""
     plan = COMMON + f"""
 [[run]]
 script = "run_fine_tune.py"
 experiment = "teacher"
 ptrain_ver = "tiny-bert"
+total_step = 150
+ckpt_step = 10
+log_step = 50
 
 [[run]]
 script = "run_lad_distil.py"
 experiment = "LAD"
-{STUDENT.format(teacher="teacher")}
-[[run]]
-script = "run_fine_tune_eval.py"
-experiment = "LAD"
-dataset = "dev_matched"
-
+eval_during_training = "dev_matched"
+tckpt = 150
+{STUDENT.format(teacher="teacher").replace("tckpt = 6", "")}
 [[run]]
 script = "generate_test_prediction.py"
 experiment = "LAD"
@@ -112,26 +115,42 @@ script = "run_lad_distil.py"
 experiment = "broken_LAD"
 {STUDENT.format(teacher="broken")}
 [[run]]
-script = "run_fine_tune_eval.py"
+script = "generate_test_prediction.py"
 experiment = "broken_LAD"
-dataset = "dev_matched"
+dataset = "test_matched"
 task = "mnli"
+ckpt = 6
 """
     process = sweep_on_slurm(work, plan, "--slurm_gpus_per_run", "0")
+    teacher = work / "exp" / "teacher_bert_mnli"
+    deadline = time.time() + 300
+    while not (teacher / "model-10.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    job = next(job for job, state in cluster.queue().items() if state == "RUNNING"
+               and "teacher" in cluster.run("squeue", "-h", "-o", "%j", "-j", job).stdout)
+    cluster.requeue(job)  # as a node failure, an administrator or a pre-emption does
     output, _ = process.communicate(timeout=600)
-    assert process.returncode == 1, output  # (the broken teacher)
+    assert process.returncode == 1 and (work / "exp" / "plan" / "runs.csv").is_file(), output
     runs = pd.read_csv(work / "exp" / "plan" / "runs.csv")
-    assert list(runs["status"]) == ["trained", "trained", "ran", "ran", "failed", "skipped", "skipped"]
+    assert list(runs["status"]) == ["trained", "trained", "ran", "failed", "skipped", "skipped"], output
+    assert "note" in runs and "run 4 (run_fine_tune.py --experiment broken) failed" in runs["note"][5]
     assert "Bypassing sacct" not in output and "accounting storage is disabled" not in output
     assert cluster.queue() == {}  # nothing left queued: the dependants were cancelled
     scripts = sorted((work / "exp" / "plan" / "submitit").glob("*_submission.sh"))
     assert scripts and not any("gpus" in p.read_text() for p in scripts)  # CPU-only jobs
+
+    # The requeued teacher ran its command again with --resume, from its last checkpoint.
+    log = (work / "exp" / "plan" / "logs" / "1_teacher_run_fine_tune.log").read_text()
+    attempts = [line for line in log.splitlines() if "$ " in line and "run_fine_tune.py" in line]
+    assert len(attempts) == 2 and "--resume" not in attempts[0] and "--resume" in attempts[1]
+    assert "resuming teacher_bert_mnli from step" in log
 
     # The same commands here, in this process: the same weights, scores and files.
     for line in output.splitlines():
         if line.strip().startswith("$ python ") and "broken" not in line:
             command = line.strip()[len("$ python "):].split()
             run_script(command[0], *command[1:], "--exp_dir", "here", cwd=work)
+    assert_bitwise_equal(weights(teacher, 150), weights(work / "here" / "teacher_bert_mnli", 150))
     for step in (3, 6):
         assert_bitwise_equal(weights(work / "exp" / "LAD_bert_mnli", step),
                              weights(work / "here" / "LAD_bert_mnli", step))
@@ -140,32 +159,3 @@ task = "mnli"
     submitted = sorted((work / "exp" / "LAD_bert_mnli" / "predictions").rglob("*.tsv"))
     assert submitted and [p.read_text() for p in submitted] == \
         [p.read_text() for p in sorted((work / "here" / "LAD_bert_mnli" / "predictions").rglob("*.tsv"))]
-
-
-def test_a_requeued_training_job_resumes_to_the_uninterrupted_weights(work, cluster):
-    plan = COMMON.replace("total_step = 6", "total_step = 150").replace("ckpt_step = 3", "ckpt_step = 10") \
-        .replace("log_step = 3", "log_step = 50") + """
-[[run]]
-script = "run_fine_tune.py"
-experiment = "teacher"
-ptrain_ver = "tiny-bert"
-"""
-    process = sweep_on_slurm(work, plan)
-    folder = work / "exp" / "teacher_bert_mnli"
-    deadline = time.time() + 300
-    while not (folder / "model-10.pt").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    job = next(job for job, state in cluster.queue().items() if state == "RUNNING")
-    cluster.requeue(job)  # as a node failure, an administrator or a pre-emption does
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output
-    runs = pd.read_csv(work / "exp" / "plan" / "runs.csv")
-    assert list(runs["status"]) == ["trained"], output
-    log = (work / "exp" / "plan" / "logs" / "1_teacher_run_fine_tune.log").read_text()
-    attempts = [line for line in log.splitlines() if "$ " in line and "run_fine_tune.py" in line]
-    assert len(attempts) == 2 and "--resume" not in attempts[0] and "--resume" in attempts[1]
-    assert "resuming teacher_bert_mnli from step" in log
-    assert json.loads((folder / "config.json").read_text())["total_step"] == 150
-    run_script("run_fine_tune.py", *attempts[0].split("run_fine_tune.py ", 1)[1].split(),
-               "--exp_dir", "here", cwd=work)
-    assert_bitwise_equal(weights(folder, 150), weights(work / "here" / "teacher_bert_mnli", 150))

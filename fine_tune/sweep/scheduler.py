@@ -98,6 +98,8 @@ class Sweep:
     def collect(self) -> None:
         """Finished processes: record them and free their slots."""
         for launch in list(self.active):
+            if launch not in self.active:  # (cancelled above, behind a failed run)
+                continue
             code = self.executor.poll(launch)
             search = self.searches.get(launch.run.number.split(".")[0])
             if code is None:
