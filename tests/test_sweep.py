@@ -294,7 +294,7 @@ def test_a_search_resumes_after_a_kill_without_repeating_finished_trials(workdir
 @pytest.mark.slow
 def test_failed_search_trials_are_asked_again_once_the_cause_is_fixed(workdir, monkeypatch, capsys):
     import optuna
-    search = SEARCH.replace("trials = 3", "trials = 2").replace("total_step = 40", "total_step = 4") \
+    search = SEARCH.replace("trials = 3", "trials = 1").replace("total_step = 40", "total_step = 4") \
         .replace("ckpt_step = 20", "ckpt_step = 4")
     plan = write_plan(workdir, search)
     from fine_tune.sweep.local import LocalExecutor
@@ -306,13 +306,13 @@ def test_failed_search_trials_are_asked_again_once_the_cause_is_fixed(workdir, m
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(workdir / "exp" / "plan" / "optuna.log")))
     failed = optuna.load_study(study_name="tune", storage=storage).trials
-    assert [t.state.name for t in failed] == ["FAIL"] * 2
+    assert [t.state.name for t in failed] == ["FAIL"]
     run_sweep(workdir, monkeypatch, plan, "--cpus", "2")  # fixed: no SystemExit
     out = capsys.readouterr().out
     assert "trial 0 failed in an earlier start; asking its values again" in out
     trials = optuna.load_study(study_name="tune", storage=storage).trials
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
-    assert [t.params for t in trials[2:]] == [t.params for t in failed]
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert [t.params for t in trials[1:]] == [t.params for t in failed]
     runs = pd_read(workdir / "exp" / "plan" / "runs.csv")
     assert "failed" not in set(runs["status"])
 
