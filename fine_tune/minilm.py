@@ -21,7 +21,6 @@ does not depend on padding. mu (--mu) weights the three terms (default 1: their 
 as in the paper).
 """
 import torch
-from torch.nn import functional as F
 
 from fine_tune.attention import AttentionCapture, PROJECTIONS
 from fine_tune.distillation import DistillationObjective, distil

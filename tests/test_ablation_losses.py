@@ -245,14 +245,20 @@ def relation_loss(x_teacher, x_student, mask, r):
     return total / x_teacher.shape[0]
 
 
-@pytest.mark.parametrize("teacher_layer", [None, 1])
-def test_minilm_relations_against_the_equations(teacher_layer):
+def minilm_setup(teacher_layer=None, student_attention="eager"):
+    """A 32-wide, 2-head teacher and a 16-wide, 4-head student, r = 4, mu 1.5."""
     teacher = bert(32, 2, 2, seed=4, attention="sdpa")
-    student = bert(16, 2, 4, seed=5, attention="eager")
+    student = bert(16, 2, 4, seed=5, attention=student_attention)
     args = args_for(d_model=16, num_attention_heads=4, minilm_teacher_layer=teacher_layer,
                     relation_heads=4, mu=1.5)
     objective = MiniLMObjective(args, teacher.config, CPU)
     objective.bind(student, teacher)
+    return args, objective, student, teacher
+
+
+@pytest.mark.parametrize("teacher_layer", [None, 1])
+def test_minilm_relations_against_the_equations(teacher_layer):
+    args, objective, student, teacher = minilm_setup(teacher_layer)
     student_out, teacher_out = run_pair(student, teacher)
     terms = objective(student_out, teacher_out, LABELS)
     assert terms.keys() == {"hard", "soft", "relation_qq", "relation_kk", "relation_vv"}
@@ -273,12 +279,7 @@ def test_minilm_relations_against_the_equations(teacher_layer):
 
 def test_minilm_loss_does_not_depend_on_padding():
     """What lets MiniLM take --dynamic_padding: three more pad columns change no term."""
-    teacher = bert(32, 2, 2, seed=4, attention="sdpa")
-    student = bert(16, 2, 4, seed=5, attention="sdpa")
-    args = args_for(d_model=16, num_attention_heads=4, minilm_teacher_layer=None,
-                    relation_heads=4, mu=1.5)
-    objective = MiniLMObjective(args, teacher.config, CPU)
-    objective.bind(student, teacher)
+    _, objective, student, teacher = minilm_setup(student_attention="sdpa")
     terms = []
     for pad in (0, 3):
         ids = torch.cat([IDS, torch.zeros(2, pad, dtype=IDS.dtype)], 1)

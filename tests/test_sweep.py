@@ -221,7 +221,7 @@ def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, c
     assert list(runs["status"]) == ["failed"] + ["skipped"] * 5
     assert all("run 1 (run_fine_tune.py --experiment teacher) failed" in note
                for note in runs["note"][1:4])
-    out = stopped_output = (workdir / "exp" / "plan" / "logs").iterdir()
+    out = (workdir / "exp" / "plan" / "logs").iterdir()
     assert "no-such-bert" in next(p for p in out if p.name.startswith("1_")).read_text()
     assert not (workdir / "exp" / "LAD_s1_bert_mnli").exists()
 
