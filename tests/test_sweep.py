@@ -529,6 +529,21 @@ gpus = 4
     assert "gpus" not in script and launch.handle.submission().function.gpus == 0
     with pytest.raises(UserError, match="needs --slurm_time"):
         sweep(build_parser().parse_args(["plan.toml", "--executor", "slurm"]))
+    # A sweep started again watches the jobs an earlier start submitted that Slurm still
+    # has (here: the teacher's, 101), and submits only the others again.
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho '101 RUNNING'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    recorded = json.loads((workdir / "exp" / "plan" / "slurm_jobs.json").read_text())
+    assert recorded == {"1 run_fine_tune.py teacher": "101", "2 run_lad_distil.py student": "102",
+                        "3 run_fine_tune.py other": "103"}
+    again = SubmititExecutor(workdir / "exp" / "plan", "slurm", args)
+    relaunched = [Launch(run, run.argv(), workdir / "exp" / "plan" / "logs" / f"{run.number}.log")
+                  for run in plan.runs]
+    for launch in relaunched:
+        again.start(launch)
+    assert [launch.handle.job_id for launch in relaunched] == ["101", "105", "106"]  # (104: exp/cpu)
+    assert "#SBATCH --dependency=afterok:101" in next(
+        (workdir / "exp" / "plan" / "submitit").glob("105_submission.sh")).read_text()
     (bin_dir / "srun").unlink()  # no Slurm here: one line, not submitit's traceback
     monkeypatch.setenv("PATH", str(bin_dir))  # (a machine with Slurm installed has a real srun)
     with pytest.raises(UserError, match="no Slurm on this machine"):

@@ -4,6 +4,7 @@ job waits for its teacher's job (afterok) and is requeued with --resume at each 
 
 An executor starts a Launch, polls it, stops it; scheduler.py decides when.
 """
+import json
 import os
 import subprocess
 import time
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import fine_tune.sweep.plan as plans
 from fine_tune.errors import UserError
-from fine_tune.sweep.runs import ROOT, Launch, command_line
+from fine_tune.io import atomic_write_text
+from fine_tune.sweep.runs import ROOT, Launch, command_line, say
 
 
 class Command:
@@ -97,6 +99,14 @@ class SubmititExecutor:
                             | dict(args.slurm_option or [])}
         self.jobs = {}  # run number -> its job, while it runs (for afterok)
         self._queue, self._queue_read = {}, 0.0
+        # Every job submitted, by run, kept in the sweep folder: a sweep started again
+        # (after kill -9, or a login node that went down) watches the jobs still queued or
+        # running instead of submitting them a second time.
+        self.record = folder / "slurm_jobs.json"
+        try:
+            self.submitted = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            self.submitted = {}
 
     def queue(self) -> dict:
         """Slurm's queue, read at most once a second however many jobs are polled."""
@@ -137,7 +147,26 @@ class SubmititExecutor:
             return max(run.gpus, self.gpus_per_run) if run.kind == "train" else run.gpus
         return self.gpus_per_run if run.kind == "train" else 0
 
+    @staticmethod
+    def key(run: plans.Run) -> str:
+        return f"{run.number} {run.script} {run.experiment}"
+
+    def attach(self, launch: Launch) -> bool:
+        """Watch the job an earlier start of the sweep submitted for this run, when Slurm
+        still has it; True if so."""
+        import submitit
+        job_id = self.submitted.get(self.key(launch.run))
+        if self.cluster != "slurm" or job_id is None or job_id not in self.queue():
+            return False
+        launch.handle = submitit.SlurmJob(folder=self.folder, job_id=job_id)
+        self.jobs[launch.run.number] = launch.handle
+        say(f"           {launch.run.label}: Slurm job {job_id}, submitted by an earlier start, "
+            "is still queued or running: watching it instead of submitting it again")
+        return True
+
     def start(self, launch: Launch) -> None:
+        if self.attach(launch):
+            return
         # GPUs of the job, and processes of its torchrun when more than one
         gpus = self.job_gpus(launch.run) if self.cluster == "slurm" else 1
         parameters = {k: v for k, v in self.common.items() if v is not None}
@@ -153,6 +182,9 @@ class SubmititExecutor:
         launch.handle = executor.submit(Command(launch.run, launch.argv, launch.log, gpus,
                                                      os.getcwd()))
         self.jobs[launch.run.number] = launch.handle
+        if self.cluster == "slurm":
+            self.submitted[self.key(launch.run)] = launch.handle.job_id
+            atomic_write_text(json.dumps(self.submitted, indent=1), self.record)
 
     def poll(self, launch: Launch):
         job = launch.handle
