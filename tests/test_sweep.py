@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from fine_tune.errors import UserError
 from fine_tune.sweep import build_parser, sweep
 from fine_tune.sweep import plan as plans
@@ -164,9 +164,9 @@ def test_a_killed_sweep_resumes_its_run_to_the_same_weights(workdir):
     log = next((workdir / "exp" / "plan" / "logs").glob("1_teacher_*.log"))
     assert "--resume" not in start_lines(log)[0] and "--resume" in start_lines(log)[1]
 
-    whole = sweep_process(workdir, plan, "--set", "exp_dir=exp_whole")
-    output, _ = whole.communicate(timeout=600)
-    assert whole.returncode == 0, output
+    # The same command uninterrupted, run here (the interpreter's own, as the sweep ran it)
+    command = start_lines(log)[0].split("run_fine_tune.py ", 1)[1].split()
+    run_script("run_fine_tune.py", *command, "--exp_dir", "exp_whole", cwd=workdir)
     resumed = torch.load(folder / "model-120.pt")
     uninterrupted = torch.load(workdir / "exp_whole" / "teacher_bert_mnli" / "model-120.pt")
     assert resumed.keys() == uninterrupted.keys()
