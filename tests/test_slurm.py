@@ -84,7 +84,9 @@ def test_a_plan_on_slurm_ends_as_here_through_a_requeue_and_cancels_a_failed_tea
     """teacher -> student (scored on dev as it trains) -> prediction, in CPU-only jobs, the
     teacher's job requeued by Slurm after its first checkpoint; and a teacher that fails,
     whose student and that student's prediction (a dependant's dependant) are cancelled."""
-    plan = COMMON + f"""
+    # (its [sweep] baseline names no experiment of the sweep, as one that failed before its
+    # config.json: the report is still written, without Δ columns, and says why)
+    plan = "[sweep]\nbaseline = \"never_trained\"\n" + COMMON + f"""
 [[run]]
 script = "run_fine_tune.py"
 experiment = "teacher"
@@ -135,6 +137,10 @@ ckpt = 6
     assert list(runs["status"]) == ["trained", "trained", "ran", "failed", "skipped", "skipped"], output
     assert "note" in runs and "run 4 (run_fine_tune.py --experiment broken) failed" in runs["note"][5]
     assert "Bypassing sacct" not in output and "accounting storage is disabled" not in output
+    assert ("[sweep] baseline never_trained is not among the sweep's experiments with a "
+            "config.json") in output and "no report" not in output
+    report = (work / "exp" / "plan" / "report.md").read_text()
+    assert "LAD_bert_mnli" in report and "Δ" not in report
     assert cluster.queue() == {}  # nothing left queued: the dependants were cancelled
     scripts = sorted((work / "exp" / "plan" / "submitit").glob("*_submission.sh"))
     assert scripts and not any("gpus" in p.read_text() for p in scripts)  # CPU-only jobs

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
+from slurm_cluster import Cluster
 from fine_tune.errors import UserError
 from fine_tune.sweep import build_parser, sweep
 from fine_tune.sweep import plan as plans
@@ -227,6 +228,8 @@ def test_a_failed_teacher_skips_its_students_and_says_so(workdir, monkeypatch, c
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Cluster.missing(), reason="the submitit path runs on a real Slurm cluster "
+                    "in test_slurm.py here (dependencies and the missing baseline included)")
 def test_submitit_local_executor_runs_a_plan_with_a_dependency(workdir, monkeypatch, capsys):
     # (its [sweep] baseline names no experiment of the sweep, as one that failed before its
     # config.json: the report is still written, without Δ columns, and says why)
