@@ -128,10 +128,31 @@ PartitionName=high Nodes={self.node} MaxTime=INFINITE State=UP PriorityTier=10
         return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
     def stop(self) -> None:
+        """Cancel every job, then end the daemons (SIGKILL for one still there after 3 s)."""
         self.run("scancel", "--full", "-u", "root")
+        pids = []
         for pid_file in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
             try:
-                os.kill(int((self.folder / pid_file).read_text().split()[0]), signal.SIGTERM)
+                pid = int((self.folder / pid_file).read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
             except (OSError, ValueError):
                 pass
-        time.sleep(0.5)
+        deadline = time.time() + 3
+        while pids and time.time() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.1)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, already ended, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
