@@ -59,14 +59,23 @@ def resumed(run: plans.Run, argv: list) -> list:
     return [a for a in argv if a != "--overwrite"] + ["--resume"]
 
 
+GONE_FOR_S = 5  # seconds a job must stay out of Slurm's queue to count as ended
+
+
+# The states of a job that has ended (squeue --states=all lists them for MinJobAge).
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
+
+
 def queue_states() -> dict:
-    """{job id: state} of every job Slurm still has queued or running (squeue, which needs
-    no accounting database; a requeued job is listed again as pending)."""
-    result = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True,
-                            timeout=120)
+    """{job id: state} of every job Slurm still has queued or running, a requeued one
+    included (squeue, which needs no accounting database)."""
+    result = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True,
+                            text=True, timeout=120)
     if result.returncode:
         raise RuntimeError(f"squeue failed: {(result.stderr or result.stdout).strip()[:300]}")
-    return dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    states = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    return {job: state for job, state in states.items() if state.strip() not in ENDED}
 
 
 class SubmititExecutor:
@@ -99,6 +108,7 @@ class SubmititExecutor:
                             | dict(args.slurm_option or [])}
         self.jobs = {}  # run number -> its job, while it runs (for afterok)
         self._queue, self._queue_read = {}, 0.0
+        self.gone_since = {}  # job id -> when the queue first no longer listed it
         # Every job submitted, by run, kept in the sweep folder: a sweep started again
         # (after kill -9, or a login node that went down) watches the jobs still queued or
         # running instead of submitting them a second time.
@@ -194,6 +204,13 @@ class SubmititExecutor:
             # result file behind). A job the queue no longer has is ended: its result, or
             # none at all (cancelled or killed outside the sweep) - never waited for.
             if job.job_id in self.queue():
+                self.gone_since.pop(job.job_id, None)
+                return None
+            # A job being requeued (scontrol requeue, a pre-emption) can drop out of the
+            # queue for a moment, after its killed attempt wrote a failed result: it counts
+            # as ended only once it has stayed out of the queue for a few seconds.
+            gone = self.gone_since.setdefault(job.job_id, time.time())
+            if time.time() - gone < GONE_FOR_S:
                 return None
             if not job.paths.result_pickle.exists():
                 launch.error = (f"Slurm no longer has job {job.job_id} and it left no result "
