@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from fine_tune import task_defaults
-from fine_tune.errors import quiet_process, run_cli
+from fine_tune.errors import quiet_process, run_cli, wait_for_rank_0
 from fine_tune.glue import (LABELED_SPLITS, NUM_CLASSES, TASKS, TEST_SPLITS, TRAINABLE_TASKS,
                             get_task)
 from fine_tune.settings import Settings
@@ -43,7 +43,10 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line naming the bad flag, instead of argparse's usage dump (under torchrun
         every process parses the same flags: rank 0 says it)."""
-        self.exit(2, None if quiet_process() else f"error: {message} (see {self.prog} --help)\n")
+        if quiet_process():
+            wait_for_rank_0()
+            self.exit(2)
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):
         # Unknown flags first: a misspelt required flag (--experimnet) would otherwise be

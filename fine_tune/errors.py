@@ -1,6 +1,7 @@
 """User-facing errors: one clear line on stderr, non-zero exit, no traceback."""
 import os
 import sys
+import time
 
 
 class UserError(Exception):
@@ -22,6 +23,14 @@ def quiet_process() -> bool:
     return os.environ.get("RANK", "0") != "0"
 
 
+def wait_for_rank_0(limit_s: float = 30) -> None:
+    """A quiet process that found an error rank 0 also finds: give rank 0 the time to say
+    it. Exiting at once would race it: torchrun stops every other process as soon as one
+    fails, and rank 0 (slower to import, say) would be stopped before it printed anything.
+    torchrun ends this wait by stopping this process once rank 0 has exited."""
+    time.sleep(limit_s)
+
+
 def run_cli(main, args) -> None:
     """Run an entry point; report a UserError as a single line and exit with status 2
     (130 for Ctrl-C, as a shell does)."""
@@ -32,6 +41,8 @@ def run_cli(main, args) -> None:
     except UserError as error:
         if not (isinstance(error, SharedError) and quiet_process()):
             print(f"error: {error}", file=sys.stderr)
+        elif not isinstance(error, Interrupted):
+            wait_for_rank_0()
         sys.exit(130 if isinstance(error, Interrupted) else 2)
     except KeyboardInterrupt:
         if not quiet_process():
