@@ -88,6 +88,11 @@ def compare_experiments(exp_dir, model, task_name, a_names: list[str], b_names: 
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise UserError(f"{side} names {', '.join(twice)} more than once")
+    shared = [name for name in a_names if name in b_names]
+    if shared and not (len(a_names) == len(b_names) == 1):  # (one against itself: 0, [0, 0])
+        raise UserError(f"A and B share {', '.join(shared)}: a paired comparison needs groups "
+                        "with no experiment in common (with --seed_groups, name experiments of "
+                        "two different seed groups)")
     loaded = {side.lower(): [_load(exp_dir, model, task, name, split, ckpt, side) for name in names]
               for side, names in (("A", a_names), ("B", b_names))}
     first = loaded["a"][0]

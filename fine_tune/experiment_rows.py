@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from fine_tune.glue import TASKS_BY_NAME
-from fine_tune.results import best_step, dev_split, preferred_rows, read_results
+from fine_tune.results import PREDICTIONS, best_step, dev_split, preferred_rows, read_results
 
 # The script that trained an experiment (config.json's command) and the flag naming its
 # variant, if any: the method column.
@@ -126,10 +126,23 @@ def experiment_row(folder: Path, select_on: str | None) -> dict | None:
     if amps:
         row["amp"] = describe_precisions(amps, selection)
     row["_glue"] = glue_task_score(task, row)
-    # Same method (as the report names it: older configs lack "method") and settings.
+    row["_rows"] = scored_rows(folder, selection)
+    # Same method (as the report names it: older configs lack "method"), settings and
+    # scored rows (runs scored on other rows of the split are not one seed group).
     row["_key"] = json.dumps({k: v for k, v in config.items() if k not in NOT_A_DIFFERENCE}
-                             | {"method": row["method"]}, sort_keys=True, default=str)
+                             | {"method": row["method"], "rows": row["_rows"]},
+                             sort_keys=True, default=str)
     return row
+
+
+def scored_rows(folder: Path, split: str) -> str | None:
+    """'<rows> rows, <fingerprint>' of the rows the experiment was scored on in `split`
+    (fine_tune.results keeps them), None where it has no predictions there."""
+    try:
+        described = json.loads((folder / PREDICTIONS / split / "rows.json").read_text())
+        return f"{int(described['rows'])} rows, {described['fingerprint']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def describe_precisions(amps: dict, selection: str) -> str:

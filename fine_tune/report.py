@@ -71,10 +71,16 @@ def seed_groups(task, rows: list[dict]):
     own = [row for row in rows if row["task"] == task.name]
     frame = pd.DataFrame(own)
     scores = [c for c in score_columns(task) if " best " not in c and c in frame.columns]
+    # Runs scored on other rows of the split are never one group; where the task's runs
+    # were scored on different rows, a column says which rows each group was scored on.
+    several_rows = "_rows" in frame and frame["_rows"].dropna().nunique() > 1
     entries, groups = [], []
     for _, group in frame.groupby("_key", sort=False):
         entry = {"experiments": ", ".join(group["experiment"]), "method": group["method"].iloc[0],
                  "n": len(group)}
+        if several_rows:
+            rows = group["_rows"].iloc[0]
+            entry["scored on"] = rows if isinstance(rows, str) else "no predictions kept"
         if "amp" in group:
             entry["amp"] = ", ".join(dict.fromkeys(group["amp"].dropna()))
         for column in scores:

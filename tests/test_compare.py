@@ -412,6 +412,14 @@ def test_the_command_refuses_in_one_line(experiments, capsys):
         run_main(capsys, "LAD_s1,LAD_s1", "PKD_s1", *flags)
     with pytest.raises(UserError, match="one experiment per side"):
         run_main(capsys, "LAD_s1,LAD_s2", "PKD_s1", "--seed_groups", *flags)
+    # Groups that share experiments are not paired samples: refused, naming them (two
+    # members of one seed group put the whole group on both sides).
+    with pytest.raises(UserError, match="A and B share LAD_s1, LAD_s2, LAD_s3: .*different seed groups"):
+        run_main(capsys, "LAD_s1", "LAD_s2", "--seed_groups", *flags)
+    with pytest.raises(UserError, match="A and B share LAD_s2:"):
+        run_main(capsys, "LAD_s1,LAD_s2", "PKD_s1,LAD_s2", *flags)
+    # One experiment against itself stays allowed: no difference.
+    assert "accuracy: +0.0000 [0.0000, 0.0000], p = 1.0" in run_main(capsys, "LAD_s1", "LAD_s1", *flags)
     for argv, expected in ((["--resamples", "0"], "--resamples: must be a positive integer"),
                            (["--ckpt", "last"], "'best'"), (["--confidence", "95"], "between 0 and 1")):
         with pytest.raises(SystemExit):

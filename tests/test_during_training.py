@@ -73,6 +73,39 @@ def test_lad_evaluated_and_pruned_during_training_resumes_bitwise(workdir):
         assert events.Scalars(tag)[-1].value == pytest.approx(log[tag].iloc[-1])
 
 
+@pytest.mark.slow
+def test_a_kill_while_a_checkpoint_is_scored_loses_no_training(workdir):
+    """The training state is written before a checkpoint is scored: killed while scoring a
+    middle checkpoint or the last one, --resume scores what is missing and trains on from
+    that checkpoint (never from step 0), to the uninterrupted weights."""
+    work = workdir
+    # (logs at the checkpoints: a log interval that spans a resume counts only its steps)
+    run_script("run_fine_tune.py", *seed_flags(TEACHER, exp_dir="ref", log_step=5), cwd=work)
+    teacher = seed_flags(TEACHER, log_step=5) + ["--eval_during_training", "dev_matched,dev_mismatched"]
+    folder = work / "exp" / "teacher_base_bert_mnli"
+    # Scorings: 5 m, 5 mm, 10 m, 10 mm (killed: dev_matched has step 10, dev_mismatched not).
+    assert run_hooked("kill_during_scoring", 4, "run_fine_tune.py", teacher, work).returncode == -9
+    assert scores(folder / "results_dev_matched.csv")["step"].tolist() == [5, 10]
+    assert scores(folder / "results_dev_mismatched.csv")["step"].tolist() == [5]
+    # Resumed from step 10: 10 mm, then 14 m (killed: the last checkpoint, saved, unscored).
+    resumed = run_hooked("kill_during_scoring", 2, "run_fine_tune.py", [*teacher, "--resume"], work)
+    assert resumed.returncode == -9
+    assert "resuming teacher_base_bert_mnli from step 10" in resumed.stdout
+    assert "model-10.pt was saved but not scored on dev_mismatched" in resumed.stdout
+    # The last resume trains nothing: it scores step 14 on both splits and ends.
+    finished = run_script("run_fine_tune.py", *teacher, "--resume", cwd=work)
+    assert "resuming teacher_base_bert_mnli from step 14" in finished.stdout
+    assert "model-14.pt was saved but not scored on dev_matched, dev_mismatched" in finished.stdout
+    for split in ("dev_matched", "dev_mismatched"):
+        assert scores(folder / f"results_{split}.csv")["step"].tolist() == [5, 10, 14]
+    reference = work / "ref" / "teacher_base_bert_mnli"
+    for step in (5, 10, 14):
+        assert_bitwise_equal(weights(folder, step), weights(reference, step))
+    log, reference_log = (pd.read_csv(f / "train_log.csv").drop(columns="examples_per_s")
+                          for f in (folder, reference))
+    pd.testing.assert_frame_equal(log, reference_log)
+
+
 def test_gate_statistics_are_each_gates_mean_and_std_of_z():
     torch.manual_seed(0)
     args = Settings(mu=1.0, hard_weight=0.5, soft_weight=0.5, softmax_temp=10.0, task="mnli")

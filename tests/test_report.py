@@ -338,3 +338,27 @@ def test_report_one_table_per_task_and_glue_summary(mixed, capsys):
     assert table.loc["teacher_mnli_s1", "dev_matched accuracy"] == "0.8000"  # fp32 of step 4
     assert "GLUE tasks missing: CoLA, SST-2, MRPC, STS-B, QQP, QNLI, RTE, WNLI" in \
         (mixed / "report_mnli.md").read_text()
+
+
+def test_seed_groups_hold_only_runs_scored_on_the_same_rows(tmp_path, capsys):
+    """Runs that differ only in --seed but were scored on different rows of the split (a
+    subsampled dev file, say) are two groups, and the table says which rows each was
+    scored on; where all were scored on the same rows the column is left out."""
+    import json
+    exp = tmp_path / "exp"
+    for seed, rows, fingerprint in ((1, 277, "rows-a"), (2, 277, "rows-a"), (3, 100, "rows-b")):
+        experiment(exp, f"LAD_rte_s{seed}", "rte", seed, "LAD", {"dev": [acc(2, 0.6 + seed / 100)]})
+        described = exp / f"LAD_rte_s{seed}" / "eval_predictions" / "dev"
+        described.mkdir(parents=True)
+        (described / "rows.json").write_text(json.dumps({"rows": rows, "fingerprint": fingerprint}))
+    report(build_parser().parse_args(["--exp_dir", str(exp)]))
+    groups = tables_of((exp / "report.md").read_text())["RTE (rte)"][1]
+    assert groups["experiments"].tolist() == ["LAD_rte_s1, LAD_rte_s2", "LAD_rte_s3"]
+    assert groups["n"].tolist() == ["2", "1"]
+    assert groups["scored on"].tolist() == ["277 rows, rows-a", "100 rows, rows-b"]
+    (exp / "LAD_rte_s3" / "eval_predictions" / "dev" / "rows.json").write_text(
+        json.dumps({"rows": 277, "fingerprint": "rows-a"}))
+    report(build_parser().parse_args(["--exp_dir", str(exp)]))
+    groups = tables_of((exp / "report.md").read_text())["RTE (rte)"][1]
+    assert groups["experiments"].tolist() == ["LAD_rte_s1, LAD_rte_s2, LAD_rte_s3"]
+    assert "scored on" not in groups.columns

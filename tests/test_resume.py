@@ -25,8 +25,8 @@ LAD = """--tmodel bert --teacher_exp teacher_base --tckpt 14 --experiment LAD --
   --mu 500"""
 
 # Runs an entry script with a hook installed: kill the process with SIGKILL after the
-# optimiser step of step N, or while renaming a given checkpoint into place, or poison a
-# loss term at step N.
+# optimiser step of step N, or while renaming a given checkpoint into place, or during the
+# Nth scoring of a checkpoint on a split, or poison a loss term at step N.
 HOOK = r"""
 import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
@@ -48,6 +48,15 @@ elif mode == "kill_during_save":
             os.kill(os.getpid(), signal.SIGKILL)
         replace(src, dst)
     fine_tune.io.os.replace = killing_replace
+elif mode == "kill_during_scoring":  # the arg-th checkpoint scored (each split counts)
+    import fine_tune.evaluation as evaluation
+    score, calls = evaluation.score, [0]
+    def killing_score(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(arg):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return score(*args, **kwargs)
+    evaluation.score = killing_score
 elif mode == "nan_at_step":
     guard_update, calls = trainer.NonFiniteGuard.update, [0]
     accumulate = trainer.accumulate_gradients

@@ -209,6 +209,14 @@ def test_two_runs_of_one_experiment_and_an_unsaved_teacher_step_are_refused(work
     unsaved = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\ntckpt = 4\n'
     with pytest.raises(UserError, match="--tckpt 4, which run 1 .* never saves"):
         plans.load(write_plan(workdir, unsaved))
+    # The teacher's keep_checkpoints would delete the step a student reads (steps 3, 6; it
+    # keeps the last one and its best).
+    pruned = DEFAULTS.replace('ptrain_ver = "tiny-bert"', 'ptrain_ver = "tiny-bert"\nkeep_checkpoints = 1') \
+        + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\ntckpt = 3\n'
+    with pytest.raises(UserError, match=r"--tckpt 3, which run 1 .*keep_checkpoints = 1 deletes .*"
+                                        r"keeps steps 6 and its best one.*raise keep_checkpoints to 2"):
+        plans.load(write_plan(workdir, pruned))
+    plans.load(write_plan(workdir, pruned.replace("tckpt = 3", "tckpt = 6")))  # kept: fine
 
 
 @pytest.mark.slow

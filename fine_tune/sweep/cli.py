@@ -134,7 +134,9 @@ def sweep(args) -> None:
             search = (f"  [search: {run.search['trials']} trials of "
                       f"{', '.join(k for k in run.search if k not in ('trials', 'pruner'))}]"
                       if run.search else "")
-            now_state = "" if run.search else f"  -> {plans.state(run)[0]}"
+            state, why = (None, "") if run.search else plans.state(run)
+            # (a conflict says what differs, as the run's failure would)
+            now_state = "" if state is None else f"  -> {state}" + (f" ({why})" if state == "conflict" else "")
             print(f"{run.number:>4}. {run.command()}{waits}{search}{now_state}")
         print("every run's flags are valid (nothing was started)")
         return

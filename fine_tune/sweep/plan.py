@@ -322,10 +322,36 @@ def _link(path: Path, runs: list) -> None:
         writers[key] = run
     for run in runs:
         for exp_dir, experiment, model, task in run.reads():
+            found = False
             for (d, e, m, t), writer in writers.items():
                 if (d, e, m) == (exp_dir, experiment, model) and task in (None, t) and writer is not run:
                     run.needs.append(writer.number)
                     _check_teacher_step(path, run, writer)
+                    found = True
+            if not found and not _on_disk(exp_dir, experiment, model, task):
+                _refuse_unknown(path, run, experiment, model, exp_dir, writers)
+
+
+def _on_disk(exp_dir: Path, experiment: str, model: str, task) -> bool:
+    pattern = f"{experiment}_{model}_{task or '*'}/config.json"
+    return any(exp_dir.glob(pattern))
+
+
+def _refuse_unknown(path: Path, run: Run, experiment: str, model: str, exp_dir: Path,
+                    writers: dict) -> None:
+    """A run reads an experiment that the plan does not train and exp_dir does not hold:
+    one line, with the experiments there are and the closest name."""
+    import difflib
+    planned = sorted({e for (_, e, m, _) in writers if m == model})
+    held = sorted({p.parent.name.rsplit("_", 2)[0]
+                   for p in exp_dir.glob(f"*_{model}_*/config.json")} - set(planned))
+    flag = "teacher_exp" if run.kind == "train" else "experiment"
+    close = difflib.get_close_matches(experiment, planned + held, n=1, cutoff=0.6)
+    raise UserError(f"{path}: {run.label}: {flag} {experiment!r} is neither trained by the plan "
+                    f"nor in {exp_dir}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" (the plan trains: {', '.join(planned) or 'nothing'}; "
+                    f"{exp_dir.name}/ holds: {', '.join(held) or 'nothing'})")
 
 
 def _check_teacher_step(path: Path, student: Run, teacher: Run) -> None:
@@ -337,6 +363,16 @@ def _check_teacher_step(path: Path, student: Run, teacher: Run) -> None:
         raise UserError(f"{path}: {student.label} reads teacher checkpoint --tckpt {tckpt}, which "
                         f"{teacher.label} never saves (it saves every {every} steps up to "
                         f"{total}): use one of those steps")
+    keep = teacher.settings.get("keep_checkpoints")
+    if keep and every:
+        saved = sorted(set(range(every, total + 1, every)) | {total})
+        kept = saved[-keep:]
+        if tckpt not in kept:
+            raise UserError(f"{path}: {student.label} reads teacher checkpoint --tckpt {tckpt}, which "
+                            f"{teacher.label}'s keep_checkpoints = {keep} deletes before the student "
+                            f"starts (it keeps steps {', '.join(map(str, kept))} and its best one): "
+                            f"use one of those steps, or raise keep_checkpoints to "
+                            f"{len(saved) - saved.index(tckpt)}")
 
 
 # ---- searches -------------------------------------------------------------------------

@@ -65,7 +65,11 @@ def state(run) -> tuple[str, str]:
         if total in steps and all(_scored(folder, split, total, config.get("amp", "fp32"))
                                   for split in splits):
             return "done", f"{folder} has its last checkpoint (step {total})"
-        return "resume", f"{folder} stopped at step {max(steps, default=0)} of {total}"
+        if not steps:
+            return "resume", f"{folder} stopped before its first checkpoint (of {total} steps)"
+        if total in steps:
+            return "resume", f"{folder} stopped while scoring its last checkpoint (step {total})"
+        return "resume", f"{folder} stopped; its last checkpoint is step {steps[-1]} of {total}"
     if config is None:
         return "new", ""
     steps = _steps(folder)

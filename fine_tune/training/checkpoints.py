@@ -6,7 +6,26 @@ from fine_tune.training.log import TrainingLog
 from fine_tune.training.run import TrainingRun
 
 
-def evaluate_checkpoint(run: TrainingRun, step: int, log: TrainingLog) -> None:
+def finish_checkpoint(run: TrainingRun, step: int, log: TrainingLog) -> None:
+    """On --resume from model-<step>.pt: score it on the --eval_during_training splits
+    that have no row of it yet (the run was stopped while scoring it), then prune as
+    training would have. Every rank reads the same results files, so all agree."""
+    from fine_tune.results import read_results
+    missing = []
+    for split in run.eval_data:
+        table = read_results(run.experiment.path, split)
+        if table is None or step not in set(table["step"]):
+            missing.append(split)
+    if not missing:
+        return
+    if distributed.is_main():
+        print(f"model-{step}.pt was saved but not scored on {', '.join(missing)}: scoring it "
+              "before training goes on")
+    evaluate_checkpoint(run, step, log, splits=missing)
+    distributed.agreed(lambda: prune_checkpoints(run, step), main_only=True)
+
+
+def evaluate_checkpoint(run: TrainingRun, step: int, log: TrainingLog, splits=None) -> None:
     """--eval_during_training: score the model just saved as model-<step>.pt on each split,
     merged into the experiment's results store (rows, per-example predictions, tensorboard
     points) as run_fine_tune_eval.py --ckpt does. Evaluation draws no random numbers, so
@@ -14,6 +33,8 @@ def evaluate_checkpoint(run: TrainingRun, step: int, log: TrainingLog) -> None:
     from fine_tune.evaluation import record_results, score, scores_text
     task = get_task(run.args.task)
     for split, data in run.eval_data.items():
+        if splits is not None and split not in splits:
+            continue
         # (under torchrun every rank predicts its share of the batches; rank 0 writes)
         row, predicted = score(run.model, task, data, run.args.eval_batch_size, run.device,
                                amp=run.amp, desc=f"{split} model-{step}")

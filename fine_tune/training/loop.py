@@ -23,7 +23,7 @@ from fine_tune import distributed
 from fine_tune.data import pad_multiple
 from fine_tune.errors import Interrupted
 from fine_tune.modeling import autocast, has_padding, prepared_attention_mask
-from fine_tune.training.checkpoints import evaluate_checkpoint, prune_checkpoints
+from fine_tune.training.checkpoints import evaluate_checkpoint, finish_checkpoint, prune_checkpoints
 from fine_tune.training.guard import NonFiniteGuard
 from fine_tune.training.log import IntervalSums, TrainingLog
 from fine_tune.training.optim import make_groups
@@ -52,6 +52,10 @@ def train(run: TrainingRun) -> None:
     log = TrainingLog(experiment, start, total_step)
     step = start
     try:
+        if start and run.eval_data:
+            # Killed while the checkpoint it resumes from was being scored: score it now
+            # (a finished run's last checkpoint included) instead of training again.
+            finish_checkpoint(run, start, log)
         for step in range(start + 1, total_step + 1):
             rows = order.next_batch()  # row ids only: tokens were cached once per split
             run.objective.start_step(step, order.epoch)
@@ -74,9 +78,11 @@ def train(run: TrainingRun) -> None:
                 # Rank 0 writes; under torchrun the others wait for its verdict (a full disk
                 # stops them all with its one line).
                 distributed.agreed(lambda: save_weights(run, groups, step), main_only=True)
+                # The state before scoring (scoring draws no random numbers): a kill while
+                # the checkpoint is scored resumes here and scores it, not trains again.
+                save_train_state(run, groups, order, step)  # only now does --resume reach `step`
                 if run.eval_data:
                     evaluate_checkpoint(run, step, log)
-                save_train_state(run, groups, order, step)  # only now does --resume reach `step`
                 distributed.agreed(lambda: prune_checkpoints(run, step), main_only=True)
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
