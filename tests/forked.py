@@ -13,6 +13,7 @@ tested with subprocesses.
     (script: a path under the project root, or any absolute path, e.g. a hook that patches
     the loop and then runs the real script)
     start_forked(script, *flags, cwd=...)               # -> Forked (poll/wait/kill)
+    spawn_forked(command, log, env)                     # a sweep's local run, forked
     torchrun_forked(script, *flags, cwd=..., nproc=2)   # the ranks as torchrun starts them
 """
 import io
@@ -52,10 +53,12 @@ def run_main(argv: list[str]) -> int:
         sys.argv = saved
 
 
-def _child(argv: list[str], cwd, env: dict, out: str, err) -> None:
+def _child(argv: list[str], cwd, env: dict, out: str, err, new_session: bool = False) -> None:
     """In the forked child: never returns (os._exit), whatever happens."""
     code = 1
     try:
+        if new_session:  # its own process group, as Popen(start_new_session=True) gives
+            os.setsid()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new process has it
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd, where in ((1, out), (2, err)):
@@ -84,7 +87,8 @@ def _child(argv: list[str], cwd, env: dict, out: str, err) -> None:
 class Forked:
     """One forked script, as subprocess.Popen gives one (returncode < 0: ended by a signal)."""
 
-    def __init__(self, script, flags, cwd, env=None, stderr_fd=None):
+    def __init__(self, script, flags, cwd, env=None, stderr_fd=None, stdout_fd=None,
+                 new_session=False):
         self.argv = [str(ROOT / script), *map(str, flags)]
         self._folder = tempfile.mkdtemp(prefix="forked-")
         self._out, self._err = (os.path.join(self._folder, name) for name in ("out", "err"))
@@ -92,8 +96,8 @@ class Forked:
         sys.stderr.flush()
         self.pid = os.fork()
         if self.pid == 0:
-            _child(self.argv, cwd, dict(env or {}), self._out,
-                   self._err if stderr_fd is None else stderr_fd)
+            _child(self.argv, cwd, dict(env or {}), self._out if stdout_fd is None else stdout_fd,
+                   self._err if stderr_fd is None else stderr_fd, new_session)
         self.returncode, self._texts = None, None
 
     def poll(self):
@@ -118,6 +122,9 @@ class Forked:
         if self.returncode is None:
             os.kill(self.pid, number)
 
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
         self.wait()
@@ -139,10 +146,21 @@ class Forked:
         return subprocess.CompletedProcess(self.argv, self.returncode, stdout, stderr)
 
 
-def start_forked(script, *flags, cwd, env=None, stderr_fd=None) -> Forked:
-    """The script forked and running; its stderr to a file (read it with .output() or
-    .stderr_so_far()) or to stderr_fd."""
-    return Forked(script, flags, cwd, env, stderr_fd)
+def start_forked(script, *flags, cwd, env=None, stderr_fd=None, stdout_fd=None,
+                 new_session=False) -> Forked:
+    """The script forked and running; its stdout and stderr to files (read them with
+    .output() or .stderr_so_far()) or to stdout_fd and stderr_fd; with new_session, in a
+    process group of its own."""
+    return Forked(script, flags, cwd, env, stderr_fd, stdout_fd, new_session)
+
+
+def spawn_forked(command: list, log, env: dict) -> Forked:
+    """In place of `LocalExecutor.spawn` (fine_tune/sweep/local.py): the sweep's run
+    `python SCRIPT FLAGS...` forked, its output appended to the open file `log`. A
+    torchrun command is refused: it needs the real launcher."""
+    if command[1:2] == ["-m"]:
+        raise AssertionError(f"spawn_forked runs scripts, not {' '.join(command[:3])}")
+    return Forked(command[1], command[2:], os.getcwd(), env, log.fileno(), log.fileno())
 
 
 def run_forked(script, *flags, cwd, env=None, check=False, timeout=600):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
+from forked import spawn_forked, start_forked
 from slurm_cluster import Cluster
 from fine_tune.errors import UserError
 from fine_tune.sweep import build_parser, sweep
@@ -75,23 +76,63 @@ def write_plan(folder: Path, text: str, name: str = "plan.toml") -> Path:
 
 
 def run_sweep(workdir, monkeypatch, *argv):
+    """The sweep in this process; its local runs forked from it (tests/forked.py: no 6 s
+    of imports per run), each still a process of its own with its own log, exit status and
+    signals. The sweep in a process of its own (to kill it): sweep_process; started as a
+    user starts it, by `python -m fine_tune.sweep`: tests/test_slurm.py."""
+    from fine_tune.sweep.local import LocalExecutor
     monkeypatch.chdir(workdir)
+    monkeypatch.setattr(LocalExecutor, "spawn", staticmethod(spawn_forked))
     return sweep(build_parser().parse_args([str(a) for a in argv]))
 
 
-def sweep_process(workdir, *argv) -> subprocess.Popen:
-    """The sweep as a user starts it, in its own process group (to kill it and its runs)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "fine_tune.sweep", *map(str, argv)], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+class SweepProcess:
+    """`python -m fine_tune.sweep ARGS` in a process of its own and its own process group
+    (to kill it and its runs together), forked from this one as its runs are (run_sweep),
+    stdout and stderr in one file: returncode, poll(), wait(), communicate() as Popen's."""
+
+    def __init__(self, workdir, argv):
+        from fine_tune.sweep.local import LocalExecutor
+        self.output_path = Path(workdir) / f".sweep-{time.time_ns()}.out"
+        fd = os.open(self.output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        spawn = LocalExecutor.spawn
+        LocalExecutor.spawn = staticmethod(spawn_forked)  # (the fork keeps it; restored here)
+        try:
+            self.forked = start_forked(ROOT / "fine_tune" / "sweep" / "__main__.py", *argv,
+                                       cwd=workdir, env={"PYTHONUNBUFFERED": "1"}, stdout_fd=fd,
+                                       stderr_fd=fd, new_session=True)
+        finally:
+            LocalExecutor.spawn = spawn
+            os.close(fd)
+        self.pid = self.forked.pid
+
+    @property
+    def returncode(self):
+        return self.forked.returncode
+
+    def poll(self):
+        return self.forked.poll()
+
+    def wait(self, timeout: float = 600):
+        return self.forked.wait(timeout)
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def communicate(self, timeout: float = 600) -> tuple[str, None]:
+        self.wait(timeout)
+        return self.output(), None
+
+
+def sweep_process(workdir, *argv) -> SweepProcess:
+    return SweepProcess(workdir, [str(a) for a in argv])
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"the sweep ended before {path} appeared:\n{process.stdout.read()}")
+            raise AssertionError(f"the sweep ended before {path} appeared:\n{process.output()}")
         assert time.time() < deadline, f"{path} did not appear"
         time.sleep(0.05)
 
@@ -206,6 +247,12 @@ def test_two_runs_of_one_experiment_and_an_unsaved_teacher_step_are_refused(work
     twice = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\nmu = [1, 2]\n'
     with pytest.raises(UserError, match="both train LAD_bert_mnli"):
         plans.load(write_plan(workdir, twice))
+    # A teacher the plan does not train and exp/ does not hold: refused, with a suggestion.
+    typo = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\nteacher_exp = "teachr"\n'
+    with pytest.raises(UserError, match=r"run 2 .*: teacher_exp 'teachr' is neither trained by the "
+                                        r"plan nor in .*exp; did you mean 'teacher'\? \(the plan "
+                                        r"trains: teacher; exp/ holds: nothing\)"):
+        plans.load(write_plan(workdir, typo))
     unsaved = DEFAULTS + '[[run]]\nscript = "run_lad_distil.py"\nexperiment = "LAD"\ntckpt = 4\n'
     with pytest.raises(UserError, match="--tckpt 4, which run 1 .* never saves"):
         plans.load(write_plan(workdir, unsaved))
@@ -402,7 +449,7 @@ def test_gpu_slots_set_the_device_or_launch_torchrun(monkeypatch):
     assert cpus.environment((0,))["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
 
-def test_an_experiment_trained_with_other_settings_is_not_overwritten(workdir, monkeypatch):
+def test_an_experiment_trained_with_other_settings_is_not_overwritten(workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     plan = plans.load(write_plan(workdir, DEFAULTS))
     run = plan.runs[0]
@@ -411,9 +458,17 @@ def test_an_experiment_trained_with_other_settings_is_not_overwritten(workdir, m
     (folder / "config.json").write_text(json.dumps(dict(run.settings, lr=0.1, total_step=6)))
     state, why = plans.state(run)
     assert state == "conflict" and "--lr 0.1 there, 0.0005 planned" in why
+    # --dry_run says what differs, as the run's failure would.
+    capsys.readouterr()
+    sweep(build_parser().parse_args(["plan.toml", "--dry_run"]))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("   1. "))
+    assert line.endswith(f"-> conflict ({why})")
     (folder / "config.json").write_text(json.dumps(dict(run.settings, total_step=6)))
-    assert plans.state(run)[0] == "resume"  # no checkpoint yet: started, never finished
+    assert plans.state(run) == ("resume", f"{folder} stopped before its first checkpoint (of 6 steps)")
+    (folder / "model-3.pt").write_bytes(b"")
+    assert plans.state(run) == ("resume", f"{folder} stopped; its last checkpoint is step 3 of 6")
     (folder / "model-6.pt").write_bytes(b"")
+    assert plans.state(run) == ("resume", f"{folder} stopped while scoring its last checkpoint (step 6)")
     (folder / "results_dev_matched.csv").write_text("step,amp,accuracy\n6,fp32,0.5\n")
     assert plans.state(run)[0] == "done"
     overwrite = plans.load(write_plan(workdir, DEFAULTS.replace(

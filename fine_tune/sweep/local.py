@@ -72,10 +72,13 @@ class LocalExecutor:
         with open(launch.log, "a", encoding="utf-8") as log:
             log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")
             log.flush()
-            launch.handle = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL,
-                                             env=self.environment(launch.slot),
-                                             preexec_fn=_die_with_parent)
+            launch.handle = self.spawn(command, log, self.environment(launch.slot))
+
+    @staticmethod
+    def spawn(command: list, log, env: dict):
+        """The run's process, its output appended to `log` (a Popen-like handle)."""
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
 
     def poll(self, launch: Launch):
         return launch.handle.poll()

@@ -342,7 +342,7 @@ def _refuse_unknown(path: Path, run: Run, experiment: str, model: str, exp_dir: 
     """A run reads an experiment that the plan does not train and exp_dir does not hold:
     one line, with the experiments there are and the closest name."""
     import difflib
-    planned = sorted({e for (_, e, m, _) in writers if m == model})
+    planned = sorted({e for (_, e, m, _), writer in writers.items() if m == model and writer is not run})
     held = sorted({p.parent.name.rsplit("_", 2)[0]
                    for p in exp_dir.glob(f"*_{model}_*/config.json")} - set(planned))
     flag = "teacher_exp" if run.kind == "train" else "experiment"
