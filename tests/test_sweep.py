@@ -449,6 +449,70 @@ def test_gpu_slots_set_the_device_or_launch_torchrun(monkeypatch):
     assert cpus.environment((0,))["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
 
+def scheduled(monkeypatch, tmp_path, executor, runs, ticks):
+    """Run `runs` through the real scheduler and `executor`, each run a stand-in process
+    that ends after `ticks[experiment]` polls; returns (experiment, slot, environment)
+    of each start, in order."""
+    from fine_tune.sweep import Sweep
+    monkeypatch.setattr(plans, "state", lambda run: ("new", ""))
+    started = []
+
+    class StandIn:
+        def __init__(self, experiment):
+            self.left = ticks[experiment]
+
+        def poll(self):
+            self.left -= 1
+            return 0 if self.left <= 0 else None
+
+    def start(launch):
+        env = executor.environment(launch.slot)
+        started.append((launch.run.experiment, launch.slot, env.get("OMP_NUM_THREADS"),
+                        executor.describe(launch.slot)))
+        launch.handle = StandIn(launch.run.experiment)
+    monkeypatch.setattr(executor, "start", start)
+    Sweep(plans.Plan(tmp_path / "plan.toml", runs, tmp_path), executor, tmp_path, poll=0).execute()
+    return started
+
+
+def test_a_run_waiting_for_several_gpus_is_not_overtaken_by_one_gpu_runs(monkeypatch, tmp_path):
+    from fine_tune.sweep import LocalExecutor
+    runs = [plans.Run("1", "run_fine_tune.py", {"experiment": "A"}),
+            plans.Run("2", "run_fine_tune.py", {"experiment": "B"}, gpus=2),
+            *(plans.Run(str(n), "run_fine_tune.py", {"experiment": name})
+              for n, name in ((3, "C"), (4, "D"), (5, "E")))]
+    ticks = {"A": 3, "B": 3, "C": 5, "D": 2, "E": 2}
+    started = scheduled(monkeypatch, tmp_path, LocalExecutor([0, 1], None), runs, ticks)
+    # B waits for both GPUs and C does not take the one A leaves free meanwhile.
+    assert [(name, slot) for name, slot, *_ in started] == [
+        ("A", (0,)), ("B", (1, 0)), ("C", (1,)), ("D", (0,)), ("E", (0,))]
+
+
+def test_a_plan_with_gpus_needs_gpu_slots_locally(workdir, monkeypatch):
+    """gpus = 2 is never dropped silently: without --gpus the local executor refuses."""
+    monkeypatch.chdir(workdir)
+    plan = write_plan(workdir, DEFAULTS.replace('ptrain_ver = "tiny-bert"', 'ptrain_ver = "tiny-bert"\ngpus = 2'))
+    for extra in ([], ["--cpus", "2"], ["--dry_run"]):
+        with pytest.raises(UserError, match=r"run 1 .* has gpus = 2, a torchrun launch over that "
+                                            r"many GPUs: pass --gpus \(e.g. --gpus 0,1\)"):
+            sweep(build_parser().parse_args([str(plan), *extra]))
+
+
+def test_a_run_alone_gets_the_threads_of_the_idle_cpu_slots(monkeypatch, tmp_path):
+    from fine_tune.sweep import LocalExecutor
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    teacher = plans.Run("1", "run_fine_tune.py", {"experiment": "T"})
+    students = [plans.Run(str(n), "run_lad_distil.py", {"experiment": f"S{n}"}, needs=["1"])
+                for n in (2, 3)]
+    started = scheduled(monkeypatch, tmp_path, LocalExecutor(None, 2), [teacher, *students],
+                        {"T": 2, "S2": 2, "S3": 2})
+    # The teacher, which both students wait for, runs on all four cores; then the
+    # students share them.
+    assert started == [("T", (0, 1), "4", "CPU slots 1,2, 4 threads"),
+                       ("S2", (0,), "2", "CPU slot 1"), ("S3", (1,), "2", "CPU slot 2")]
+
+
 def test_an_experiment_trained_with_other_settings_is_not_overwritten(workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     plan = plans.load(write_plan(workdir, DEFAULTS))

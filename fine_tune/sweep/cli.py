@@ -125,6 +125,12 @@ def sweep(args) -> None:
     if too_big:
         raise UserError(f"{too_big[0].label} asks for gpus = {too_big[0].gpus}; --gpus gives "
                         f"{len(args.gpus)}: give more GPUs or lower its gpus")
+    several = [run for run in plan.runs if run.gpus > 1]
+    if args.executor == "local" and not args.gpus and several:  # (never silently one process)
+        raise UserError(f"{several[0].label} has gpus = {several[0].gpus}, a torchrun launch over "
+                        f"that many GPUs: pass --gpus (e.g. --gpus "
+                        f"{','.join(map(str, range(several[0].gpus)))}), run the plan with "
+                        "--executor slurm, or remove gpus from the run to train it in one process")
     name = args.name or Path(args.plan).stem
     folder = plan.exp_dir / name
     print(f"plan {args.plan}: {len(plan.runs)} run{'s' * (len(plan.runs) > 1)}, sweep folder {folder}")

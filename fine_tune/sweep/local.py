@@ -33,12 +33,17 @@ class LocalExecutor:
         self.gpus, self.cpus = gpus, cpus
         self.free = deque(gpus if gpus else range(cpus or 1))
 
-    def slots_for(self, run: plans.Run):
+    def slots_for(self, run: plans.Run, alone: bool = False):
+        """The slots `run` starts in, or None (not enough free). With --cpus, a run that
+        starts `alone` (every other waiting run waits for a run to end) takes every free
+        slot: their cores' threads, which no run could use meanwhile."""
         wanted = run.gpus if self.gpus else 1
         if self.gpus and wanted > len(self.gpus):
             raise UserError(f"{run.label} asks for {wanted} GPUs; --gpus gives {len(self.gpus)}")
         if len(self.free) < wanted:
             return None
+        if self.cpus and alone:
+            wanted = len(self.free)
         return tuple(self.free.popleft() for _ in range(wanted))
 
     def release(self, slot: tuple) -> None:
@@ -46,7 +51,12 @@ class LocalExecutor:
 
     def describe(self, slot: tuple) -> str:
         return (f"GPU{'s' * (len(slot) > 1)} {','.join(map(str, slot))}" if self.gpus
-                else f"CPU slot {slot[0] + 1}" if self.cpus else "")
+                else f"CPU slot{'s' * (len(slot) > 1)} {','.join(str(i + 1) for i in slot)}"
+                + (f", {self.threads(slot)} threads" if len(slot) > 1 else "") if self.cpus else "")
+
+    def threads(self, slot: tuple) -> int:
+        """--cpus: the threads of a run in `slot`: its slots' share of the cores."""
+        return max(1, (os.cpu_count() or 1) * len(slot) // self.cpus)
 
     def devices(self, run: plans.Run, slot: tuple) -> dict:
         """The device flags the slot gives the run (the teacher and the gates follow
@@ -63,11 +73,11 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(names[i] if names and i < len(names) else str(i)
                                                    for i in slot)
         if self.cpus and "OMP_NUM_THREADS" not in os.environ:  # N runs share the cores
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.cpus))
+            env["OMP_NUM_THREADS"] = str(self.threads(slot))
         return env
 
     def start(self, launch: Launch) -> None:
-        command = command_line(launch.run, launch.argv, len(launch.slot))
+        command = command_line(launch.run, launch.argv, len(launch.slot) if self.gpus else 1)
         launch.log.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log, "a", encoding="utf-8") as log:
             log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")

@@ -146,6 +146,12 @@ class Sweep:
         the log also holds earlier attempts'."""
         return launch.trained_elsewhere()
 
+    def alone(self, run: plans.Run) -> bool:
+        """Whether every other waiting run still waits for a run to end (so the free slots
+        left after this one would stay empty)."""
+        return not any(other is not run and other.search is None and not self.blocked_by(other)
+                       and self.ready(other) for other in self.waiting)
+
     # -- the loop --
     def execute(self) -> None:
         self.waiting = deque(self.plan.runs)
@@ -166,9 +172,11 @@ class Sweep:
                     if search.step():
                         self.waiting.remove(run)
                     continue
-                slot = self.executor.slots_for(run)
+                slot = self.executor.slots_for(run, alone=self.alone(run))
                 if slot is None:
-                    continue
+                    # No later run takes the free slots meanwhile: a run waiting for several
+                    # GPUs would otherwise wait for ever behind one-GPU runs.
+                    break
                 started = self.launch(run, slot)
                 if started == "elsewhere":
                     self.executor.release(slot)

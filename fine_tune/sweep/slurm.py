@@ -131,7 +131,7 @@ class SubmititExecutor:
         return submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
                                      slurm_max_num_timeout=1000)
 
-    def slots_for(self, run):
+    def slots_for(self, run, alone: bool = False):
         if self.parallel and self.running >= self.parallel:
             return None
         self.running += 1
