@@ -136,6 +136,13 @@ def best_checkpoint(folder, task) -> Best | None:
                 {name: float(row[name]) for name in trained.metrics if name in row}, ties)
 
 
+def exp_dir_flag(folder) -> str:
+    """' --exp_dir DIR' for a command that must find the experiment folder `folder`
+    (nothing when DIR is the default, exp)."""
+    parent = Path(folder).parent
+    return "" if parent == Path("exp") or parent == Path("exp").resolve() else f" --exp_dir {parent}"
+
+
 def require_best(folder: Path, experiment: str, task, flag: str) -> Best:
     """`best_checkpoint`, or one line saying why there is none."""
     trained = get_task(task.trained_as)
@@ -143,7 +150,8 @@ def require_best(folder: Path, experiment: str, task, flag: str) -> Best:
     if not results_path(folder, split).is_file():
         raise UserError(f"{flag}: {results_path(folder, split)} not found, so there is no best "
                         f"checkpoint on dev yet: run python run_fine_tune_eval.py --experiment "
-                        f"{experiment} --task {trained.name} --dataset {split}, or name a step")
+                        f"{experiment} --task {trained.name} --dataset {split}"
+                        f"{exp_dir_flag(folder)}, or name a step")
     best = best_checkpoint(folder, task)
     if best is None:
         raise UserError(f"{flag}: no checkpoint in {results_path(folder, split)} has a "
@@ -299,4 +307,4 @@ def load_predictions(folder, task, split: str, step: int, amp: str | None = None
                        " (experiments evaluated before this store existed have none)")
                     + f": run python run_fine_tune_eval.py --experiment "
                     f"{folder.name.rsplit('_', 2)[0]} --task {get_task(task.trained_as).name} "
-                    f"--dataset {split} --ckpt {step}")
+                    f"--dataset {split} --ckpt {step}{exp_dir_flag(folder)}")

@@ -397,7 +397,9 @@ def test_the_command_refuses_in_one_line(experiments, capsys):
                          "rows-v1", "rows-v2")
     assert_clean_failure(run_compare("LAD_s1", "PKD_s1", "--ckpt", "300", *flags),
                          "no per-example predictions of model-300.pt",
-                         "100-fp32, 200-bf16, 200-fp32", "run_fine_tune_eval.py")
+                         "100-fp32, 200-bf16, 200-fp32",
+                         f"run_fine_tune_eval.py --experiment LAD_s1 --task mnli --dataset "
+                         f"dev_matched --ckpt 300 --exp_dir {exp_dir}")  # (pasted, it finds it)
     from fine_tune.errors import UserError
     for argv, expected in (
             (["--split", "dev_mismatched"], "no per-example predictions of model-200.pt on dev_mismatched"),

@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -251,3 +252,19 @@ def test_a_damaged_results_file_is_refused_not_overwritten(tmp_path):
     with pytest.raises(UserError, match="damaged .*move it away"):
         _merge_steps(folder, [3])
     assert (folder / "results_dev.csv").read_text() == "no step column here\n1\n"
+
+
+def test_hints_to_evaluate_name_the_exp_dir_they_looked_in(tmp_path):
+    """A printed command, pasted as shown, looks where the message looked: --exp_dir is
+    in it unless it is the default exp."""
+    from fine_tune.errors import UserError
+    folder = tmp_path / "runs" / "LAD_bert_rte"
+    folder.mkdir(parents=True)
+    rte = get_task("rte")
+    with pytest.raises(UserError, match=r"run python run_fine_tune_eval.py --experiment LAD --task "
+                                        rf"rte --dataset dev --exp_dir {tmp_path / 'runs'}, or name"):
+        results.require_best(folder, "LAD", rte, "--ckpt best")
+    with pytest.raises(UserError, match=r"--experiment LAD --task rte --dataset dev, or name"):
+        results.require_best(Path("exp") / "LAD_bert_rte", "LAD", rte, "--ckpt best")
+    with pytest.raises(UserError, match=rf"--ckpt 3 --exp_dir {tmp_path / 'runs'}$"):
+        results.load_predictions(folder, rte, "dev", 3)

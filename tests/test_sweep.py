@@ -683,6 +683,8 @@ gpus = 4
 @pytest.mark.parametrize("text, message", [
     ('defaults = "x"\n[[run]]\nscript = "run_fine_tune.py"', "defaults must be a table"),
     ('run = ["a"]', r"no \[\[run\]\] tables"),
+    ('[defaults]\ngate_lrr = 1\n[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"',
+     r"\[defaults\] gate_lrr is a flag of none of the entry scripts; did you mean gate_lr\?"),
     ('[[run]]\nscript = ["run_fine_tune.py"]', "is not one of"),
     ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T_{seed.foo}"\nseed = 1', "not a valid pattern"),
     ('[[run]]\nscript = "run_fine_tune.py"\nexperiment = "T"\nseed = []', "lists no value"),

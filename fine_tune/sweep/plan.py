@@ -194,8 +194,12 @@ def load(path, overrides: dict | None = None) -> Plan:
         runs += _expand(path, position, dict(table), defaults, overrides, start=len(runs))
     for key in defaults:  # (a default some scripts lack is fine; one no script takes, a typo)
         if not any(takes(script, key) for script in SCRIPTS):
+            import difflib
+            known = sorted({name[2:] for script in SCRIPTS
+                            for name in parser_of(script)._option_string_actions if name.startswith("--")})
+            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             raise UserError(f"{path}: [defaults] {key} is a flag of none of the entry scripts; "
-                            "remove it or fix its name")
+                            + (f"did you mean {hint[0]}?" if hint else "remove it or fix its name"))
     for run in runs:
         run.settings = _check(path, run)
         if run.search is not None:
