@@ -14,7 +14,7 @@ from pathlib import Path
 from fine_tune.errors import UserError
 from fine_tune.experiment_rows import experiment_row
 from fine_tune.glue import get_task
-from fine_tune.results import dev_split, load_predictions, require_best
+from fine_tune.results import dev_split, exp_dir_flag, load_predictions, require_best
 from fine_tune.stats import Difference, p_value_test, paired_bootstrap
 
 
@@ -60,11 +60,13 @@ def _load(exp_dir, model: str, task, name: str, split: str, ckpt, side: str) -> 
         gold, predicted, amp, fingerprint = load_predictions(folder, task, split, step, amp)
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
         raise UserError(f"{folder}/eval_predictions/{split} is damaged ({error}): evaluate "
-                        f"{name} again with run_fine_tune_eval.py --dataset {split}") from None
+                        f"{name} again with run_fine_tune_eval.py --dataset {split}"
+                        f"{exp_dir_flag(folder)}") from None
     if predicted.shape != gold.shape:
         raise UserError(f"{folder}/eval_predictions/{split}/{step}-{amp}.npy has "
                         f"{len(predicted)} rows, the split {len(gold)}: evaluate {name} again "
-                        f"with run_fine_tune_eval.py --dataset {split} --ckpt {step}")
+                        f"with run_fine_tune_eval.py --dataset {split} --ckpt {step}"
+                        f"{exp_dir_flag(folder)}")
     return {"experiment": name, "step": step, "amp": amp, "chosen": chosen, "gold": gold,
             "predicted": predicted, "fingerprint": fingerprint}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from fine_tune.cli import new_parser
 from fine_tune.errors import UserError, run_cli
 from fine_tune.glue import TASKS_BY_NAME
-from fine_tune.results import describe_best, require_best
+from fine_tune.results import describe_best, exp_dir_flag, require_best
 
 def parse_choice(text: str) -> tuple:
     name, _, step = text.partition(":")
@@ -55,7 +55,7 @@ def chosen_files(args) -> tuple[list, list]:
                                     f"predictions exist (--{name} {experiment}:STEP)")
                 raise UserError(f"--{name} {experiment}: {path} not found: write it with "
                                 f"python generate_test_prediction.py --experiment {experiment} "
-                                f"--task {name} --dataset {split} --ckpt {step}")
+                                f"--task {name} --dataset {split} --ckpt {step}{exp_dir_flag(folder)}")
             files.append((path, file_name))
     return files, missing
 

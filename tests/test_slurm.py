@@ -4,15 +4,20 @@ GPUs, no accounting database): a plan ends with the same weights, scores and fil
 same commands run here, in CPU-only jobs; a failing teacher's dependants are cancelled and
 named skipped; a training job requeued by Slurm (scontrol requeue, as a node failure or an
 administrator does) continues from its checkpoint to weights bitwise equal to an
-uninterrupted run, while the sweep waits for it.
+uninterrupted run, while the sweep waits for it; jobs pre-empted by the high-priority
+partition and one warned of its time limit do the same; a killed sweep started again
+watches its jobs instead of submitting them twice; --slurm_array_parallelism holds; a run
+with gpus = 2 runs under torchrun in a two-GPU job.
 
 Without Slurm installed (or without root) these tests are skipped, and say how to run
 them; under CI=true that fails instead.
 """
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -165,3 +170,122 @@ ckpt = 6
     submitted = sorted((work / "exp" / "LAD_bert_mnli" / "predictions").rglob("*.tsv"))
     assert submitted and [p.read_text() for p in submitted] == \
         [p.read_text() for p in sorted((work / "here" / "LAD_bert_mnli" / "predictions").rglob("*.tsv"))]
+
+
+def jobs_of_the_sweep(cluster) -> dict:
+    """{job id: (name, state)} of the sweep's jobs Slurm has queued or running."""
+    out = cluster.run("squeue", "-h", "-o", "%i %T %j").stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return {job: (name, state) for job, state, name in rows if name.startswith("sweep-")}
+
+
+def until(condition, what: str, timeout: float = 300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.1)
+
+
+def job_of(cluster, name: str) -> str:
+    return next(job for job, (job_name, _) in jobs_of_the_sweep(cluster).items()
+                if job_name == f"sweep-{name}")
+
+
+def restarts(cluster, job: str) -> tuple[int, str]:
+    """(how often Slurm requeued the job, its state)."""
+    shown = dict(item.split("=", 1) for item in
+                 cluster.run("scontrol", "-o", "show", "job", job).stdout.split() if "=" in item)
+    return int(shown.get("Restarts", 0)), shown.get("JobState", "")
+
+
+def release(cluster, job: str, times: int) -> None:
+    """Once the job has been requeued `times` times, make it eligible at once (Slurm holds
+    a requeued job back about two minutes)."""
+    until(lambda: restarts(cluster, job)[0] >= times and restarts(cluster, job)[1] in ("PENDING", "RUNNING"),
+          f"job {job} requeued")
+    if restarts(cluster, job)[1] == "PENDING":
+        cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+
+
+def test_jobs_survive_preemption_a_time_limit_and_a_killed_sweep(work, cluster):
+    """Two teachers at most two jobs at a time (--slurm_array_parallelism 2); the sweep
+    killed while they run; both pre-empted by a job of the high-priority partition (Slurm
+    requeues them); the sweep started again watches them instead of submitting them again;
+    one then gets the signal Slurm sends before a time limit (USR2, sent here with scancel,
+    as a real limit takes minutes to come) and requeues itself with --resume; a third run
+    with gpus = 2 gets two GPUs and runs under torchrun in its job. Every teacher ends with
+    the weights of an uninterrupted run."""
+    long_run = "total_step = 400\nckpt_step = 20\nlog_step = 100\n"
+    plan = COMMON + f"""
+[[run]]
+script = "run_fine_tune.py"
+experiment = "limit"
+ptrain_ver = "tiny-bert"
+{long_run}
+[[run]]
+script = "run_fine_tune.py"
+experiment = "pre"
+ptrain_ver = "tiny-bert"
+{long_run}
+[[run]]
+script = "run_fine_tune.py"
+experiment = "two"
+ptrain_ver = "tiny-bert"
+device_id = -1
+gpus = 2
+"""
+    flags = ("--slurm_array_parallelism", "2", "--slurm_gpus_per_run", "0")
+    most, sampling = [0], [True]
+
+    def sample():  # the jobs queued or running at once, all along
+        while sampling[0]:
+            most[0] = max(most[0], len(jobs_of_the_sweep(cluster)))
+            time.sleep(0.1)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    exp = work / "exp"
+    first = sweep_on_slurm(work, plan, *flags)
+    until(lambda: all((exp / f"{name}_bert_mnli" / "model-20.pt").exists() for name in ("limit", "pre")),
+          "both teachers' first checkpoints")
+    first.kill()  # the sweep process dies (a login node going down); its jobs go on
+    first.wait()
+    submitted = json.loads((exp / "plan" / "slurm_jobs.json").read_text())
+    limit, pre = job_of(cluster, "limit"), job_of(cluster, "pre")
+    # A job of the high-priority partition that needs every CPU pre-empts both.
+    cpus = os.cpu_count() or 1
+    cluster.run("sbatch", "-p", "high", "-c", str(cpus), "-o", "/dev/null", "--wrap", "sleep 1",
+                check=True)
+    for job in (limit, pre):
+        release(cluster, job, 1)
+    second = sweep_on_slurm(work, plan, *flags)
+    until(lambda: "resuming limit_bert_mnli from step" in (exp / "plan" / "logs" / "1_limit_run_fine_tune.log").read_text(),
+          "the pre-empted teacher resumed")
+    cluster.run("scancel", "--signal=USR2", limit, check=True)  # its time limit's warning
+    release(cluster, limit, 2)
+    output, _ = second.communicate(timeout=600)
+    sampling[0] = False
+    sampler.join()
+    assert second.returncode == 0, output
+    assert output.count("submitted by an earlier start, is still queued or running") == 2, output
+    assert most[0] <= 2  # never more jobs than --slurm_array_parallelism
+    recorded = json.loads((exp / "plan" / "slurm_jobs.json").read_text())
+    assert {k: v for k, v in recorded.items() if k in submitted} == submitted and len(recorded) == 3
+    assert len(list((exp / "plan" / "submitit").glob("*_submission.sh"))) == 3  # none twice
+
+    # Each attempt ran the command again; every attempt after the first with --resume.
+    def attempts(log_name):
+        log = (exp / "plan" / "logs" / log_name).read_text()
+        return [line for line in log.splitlines() if "$ " in line and "run_fine_tune.py" in line]
+    limit_attempts, pre_attempts = attempts("1_limit_run_fine_tune.log"), attempts("2_pre_run_fine_tune.log")
+    assert len(limit_attempts) == 3 and len(pre_attempts) == 2
+    assert all("--resume" in line for line in limit_attempts[1:] + pre_attempts[1:])
+    command = pre_attempts[0].split("run_fine_tune.py ", 1)[1].split()
+    run_script("run_fine_tune.py", *command, "--exp_dir", "here", cwd=work)
+    for name in ("limit", "pre"):
+        assert_bitwise_equal(weights(exp / f"{name}_bert_mnli", 400), weights(work / "here" / "pre_bert_mnli", 400))
+
+    # gpus = 2: a job with two GPUs, its script under torchrun with two processes.
+    job = recorded["3 run_fine_tune.py two"]
+    assert "#SBATCH --gpus-per-node=2" in (exp / "plan" / "submitit" / f"{job}_submission.sh").read_text()
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2" in attempts("3_two_run_fine_tune.log")[0]
+    assert json.loads((exp / "two_bert_mnli" / "config.json").read_text())["world_size"] == 2

@@ -81,7 +81,7 @@ def test_missing_files_and_results_name_the_command_to_run(exp_dir, tmp_path):
     (exp_dir / "LAD_bert_rte" / "predictions" / "10" / "RTE.tsv").unlink()
     with pytest.raises(UserError, match=r"--rte LAD: .*RTE.tsv not found: write it with python "
                                         r"generate_test_prediction.py --experiment LAD --task rte "
-                                        r"--dataset test --ckpt 10"):
+                                        rf"--dataset test --ckpt 10 --exp_dir {exp_dir}$"):
         pack(build_parser().parse_args(argv(exp_dir, tmp_path / "x.zip")))
     (exp_dir / "LAD_bert_rte" / "model-10.pt").unlink()  # pruned: no command can write it now
     with pytest.raises(UserError, match=r"--rte LAD: .*RTE.tsv not found, and model-10.pt is no "
