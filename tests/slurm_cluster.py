@@ -120,6 +120,14 @@ PartitionName=high Nodes={self.node} MaxTime=INFINITE State=UP PriorityTier=10
         deadline = time.time() + 30
         while self.queue().get(job) not in ("PENDING", None) and time.time() < deadline:
             time.sleep(0.2)
+        self.release(job)
+
+    def release(self, job: str) -> None:
+        """Let a requeued job, pending, start now instead of in about two minutes. Not at
+        once: slurmd refuses a job restarted before its last attempt's credential is
+        revoked everywhere (`Job credential revoked`, and the job fails), the race Slurm's
+        own hold avoids."""
+        time.sleep(2)
         self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
 
     def queue(self) -> dict:

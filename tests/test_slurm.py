@@ -204,7 +204,7 @@ def release(cluster, job: str, times: int) -> None:
     until(lambda: restarts(cluster, job)[0] >= times and restarts(cluster, job)[1] in ("PENDING", "RUNNING"),
           f"job {job} requeued")
     if restarts(cluster, job)[1] == "PENDING":
-        cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+        cluster.release(job)
 
 
 def test_jobs_survive_preemption_a_time_limit_and_a_killed_sweep(work, cluster):
