@@ -293,8 +293,23 @@ def add_training_args(parser, batch_size=32, ckpt_step=3000, log_step=500):
     group.add_argument("--overwrite", action="store_true",
                        help="empty an existing experiment folder of the same name first (its "
                             "checkpoints, logs, results and predictions)")
+    add_report_to_arg(group)
     add_device_arg(group)
     return group
+
+
+def add_report_to_arg(group):
+    from fine_tune.trackers import report_to
+    group.add_argument("--report_to", type=report_to, default=("tensorboard",),
+                       metavar="TRACKER[,TRACKER]",
+                       help="where the run's values go besides train_log.csv and the results "
+                            "files: tensorboard, mlflow, wandb (comma-separated) or none. mlflow "
+                            "and wandb get the settings, every logged training value, every "
+                            "evaluation score and the best checkpoint's scores, in one tracker "
+                            "run per experiment that a --resume and later evaluations continue; "
+                            "configured by their environment variables (MLFLOW_TRACKING_URI, "
+                            "MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT, WANDB_MODE, ...) "
+                            "(default: tensorboard)")
 
 
 def add_teacher_model_args(parser):
@@ -527,6 +542,7 @@ def eval_parser():
                             "results_<dataset>.csv, replacing only rows of the same step and "
                             "--amp (default: every checkpoint on disk; rows of pruned "
                             "checkpoints are kept)")
+    add_report_to_arg(group)
     parser.resolvers = (find_task,)
     return parser
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fine_tune import distributed
+from fine_tune import distributed, trackers
 from fine_tune.data import TokenizedSplit, load_tokenized, pad_multiple, task_file
 from fine_tune.errors import UserError
 from fine_tune.experiment import Experiment
@@ -152,19 +152,22 @@ def score(model, task, data: TokenizedSplit, batch_size: int, device: torch.devi
 
 
 def record_results(experiment: Experiment, task, split: str, data: TokenizedSplit,
-                   scored: list[tuple[dict, np.ndarray]]) -> pd.DataFrame:
+                   scored: list[tuple[dict, np.ndarray]], tensorboard: bool = True) -> pd.DataFrame:
     """Merge scored checkpoints ((row with 'step', predictions) each) into the experiment's
     results store (fine_tune.results.merge_results): results_<split>.csv, the per-example
     predictions and the tensorboard points. Returns the whole table."""
     rows = [row for row, _ in scored]
     predicted = {(row["step"], row["amp"]): values for row, values in scored}
-    return merge_results(experiment, task, split, rows, predicted, data.labels.numpy(), data.index)
+    return merge_results(experiment, task, split, rows, predicted, data.labels.numpy(), data.index,
+                         tensorboard=tensorboard)
 
 
 def evaluate_checkpoints(args) -> pd.DataFrame:
     results_file = f"results_{args.dataset}.csv"
     task = get_task(args.task)
     one = getattr(args, "ckpt", None)  # --ckpt: only that checkpoint (a step or "best")
+    report_to = getattr(args, "report_to", ("tensorboard",))
+    trackers.check(report_to)  # (before anything is loaded or scored)
     experiment, model, data, device, steps, one = _load(args, results_file, step=one)
     scored, forward = [], compiled(model, args)  # --compile: the same weights, compiled once
     for step in progress([one] if one is not None else steps, desc=f"evaluate {args.dataset}",
@@ -179,7 +182,13 @@ def evaluate_checkpoints(args) -> pd.DataFrame:
         return None
     # Merged into the store: rows of other checkpoints (pruned ones, the other precision)
     # stay.
-    results = record_results(experiment, task, args.dataset, data, scored)
+    results = record_results(experiment, task, args.dataset, data, scored,
+                             tensorboard="tensorboard" in report_to)
+    # The scores join the experiment's tracker runs (those of its training, if any).
+    tracked = trackers.Trackers(experiment, report_to, "eval")
+    tracked.log_evaluation(task, args.dataset, [row for row, _ in scored])
+    tracked.log_best(task)
+    tracked.finish()
     main = task.metrics[0]
     parameters = sum(p.numel() for p in model.parameters())
     seconds = sum(len(data) / row["examples_per_s"] for row, _ in scored)

@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "log_step", "ckpt_step", "device_id"
                      "gate_device_id", "data_dir", "exp_dir", "command",
                      "eval_during_training", "eval_batch_size", "keep_checkpoints",
                      "tf32", "compile",  # (rounding, not the run)
+                     "report_to",
                      "method"}  # (recorded by the scripts, not a flag; older runs lack it)
 # Flags added after experiments were first recorded, with the value that reproduces what
 # those experiments did: a config.json without the flag resumes as if it had that value.

@@ -25,7 +25,7 @@ WITHOUT_TEACHER = ("labels only",)
 NOT_A_DIFFERENCE = {"seed", "experiment", "command", "method", "resume", "overwrite", "log_step",
                     "ckpt_step", "device_id", "tdevice_id", "gate_device_id", "data_dir", "exp_dir",
                     "eval_during_training", "eval_batch_size", "keep_checkpoints",
-                    "world_size", "tf32", "compile"}  # (torchrun keeps the global batch: the same experiment)
+                    "world_size", "tf32", "compile", "report_to"}  # (torchrun keeps the global batch: the same experiment)
 
 # The GLUE benchmark's nine tasks in its leaderboard's order (AX, the diagnostic set, is
 # not part of the score), and the (split, metric) values whose unweighted mean is each

@@ -208,7 +208,7 @@ def compact(task, predicted: np.ndarray) -> np.ndarray:
 
 
 def merge_results(experiment, task, split: str, rows: list[dict], predicted: dict,
-                  gold: np.ndarray, index) -> "object":
+                  gold: np.ndarray, index, tensorboard: bool = True) -> "object":
     """Merge `rows` (each with 'step' and 'amp') into results_<split>.csv, keeping every
     other row; save each row's per-example predictions (`predicted`: {(step, amp):
     values}); rewrite the split's tensorboard points from the merged table. Under the
@@ -248,7 +248,8 @@ def merge_results(experiment, task, split: str, rows: list[dict], predicted: dic
                   + [c for c in new.columns if c not in columns and c != "checkpoint"]]
         table = _normalised(new, folder)
         experiment.write_text(results_path(folder, split).name, table.to_csv(index=False))
-        write_tensorboard(folder, task, split, table)
+        if tensorboard:  # (--report_to without tensorboard: no event files)
+            write_tensorboard(folder, task, split, table)
     return table
 
 

@@ -32,14 +32,14 @@ import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
 import fine_tune.io, fine_tune.training.loop as trainer, fine_tune.training.optim as optim
 mode, arg, script = sys.argv[1], sys.argv[2], sys.argv[3]
-if mode == "kill_after_step":
+if mode in ("kill_after_step", "interrupt_after_step"):  # SIGKILL, or Ctrl-C's SIGINT
     step, count = optim.TrainableGroup.step, [0]
     def killing_step(self):
         step(self)
         if self.name == "model":
             count[0] += 1
             if count[0] == int(arg):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL if mode == "kill_after_step" else signal.SIGINT)
     optim.TrainableGroup.step = killing_step
 elif mode == "kill_during_save":
     replace = fine_tune.io.os.replace

@@ -17,6 +17,8 @@ from fine_tune.sweep.local import LocalExecutor
 from fine_tune.sweep.scheduler import Sweep
 from fine_tune.sweep.slurm import SubmititExecutor
 from fine_tune.sweep.summary import conclude
+from fine_tune.sweep.tracking import plan_trackers, tracking
+from fine_tune import trackers
 
 
 def assignment(text: str) -> tuple[str, object]:
@@ -131,6 +133,7 @@ def sweep(args) -> None:
                         f"that many GPUs: pass --gpus (e.g. --gpus "
                         f"{','.join(map(str, range(several[0].gpus)))}), run the plan with "
                         "--executor slurm, or remove gpus from the run to train it in one process")
+    trackers.check(plan_trackers(plan))  # (--report_to: a tracker that cannot work, now)
     name = args.name or Path(args.plan).stem
     folder = plan.exp_dir / name
     print(f"plan {args.plan}: {len(plan.runs)} run{'s' * (len(plan.runs) > 1)}, sweep folder {folder}")
@@ -150,6 +153,20 @@ def sweep(args) -> None:
         executor = LocalExecutor(args.gpus, args.cpus)
     else:
         executor = SubmititExecutor(folder, "slurm" if args.executor == "slurm" else "local", args)
+    with tracking(plan, name, folder) as outcome:  # (--report_to: the runs grouped by sweep)
+        failed = execute(plan, executor, folder, name, args)
+        outcome["failed"] = bool(failed)
+    if failed:  # (exit 1: runs failed; 2 is for a plan refused before anything ran)
+        trials = " (a failed search trial is asked again with the same values)" \
+            if any(".t" in o.run.number for o in failed) else ""
+        print(f"error: {len(failed)} run{'s' * (len(failed) > 1)} failed (see above; "
+              f"{folder / 'runs.csv'}): fix them and run the same command again{trials}",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def execute(plan, executor, folder: Path, name: str, args) -> list:
+    """Run the plan to its end (or Ctrl-C), then its table and report; the failed runs."""
     started = time.time()
     runner = Sweep(plan, executor, folder, args.poll)
 
@@ -169,14 +186,7 @@ def sweep(args) -> None:
         if not finished:  # (whatever stopped the sweep: no run is left unwatched)
             for launch in list(runner.active):
                 executor.stop(launch)
-    failed = conclude(runner, name, folder, started, args.baseline or plan.baseline)
-    if failed:  # (exit 1: runs failed; 2 is for a plan refused before anything ran)
-        trials = " (a failed search trial is asked again with the same values)" \
-            if any(".t" in o.run.number for o in failed) else ""
-        print(f"error: {len(failed)} run{'s' * (len(failed) > 1)} failed (see above; "
-              f"{folder / 'runs.csv'}): fix them and run the same command again{trials}",
-              file=sys.stderr)
-        sys.exit(1)
+    return conclude(runner, name, folder, started, args.baseline or plan.baseline)
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ class LocalExecutor:
         with open(launch.log, "a", encoding="utf-8") as log:
             log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")
             log.flush()
-            launch.handle = self.spawn(command, log, self.environment(launch.slot))
+            launch.handle = self.spawn(command, log, self.environment(launch.slot) | launch.env)
 
     @staticmethod
     def spawn(command: list, log, env: dict):

@@ -83,6 +83,7 @@ class Run:
     search: dict | None = None  # the [run.search] table
     settings: dict = field(default_factory=dict)  # the flags as the script's parser reads them
     needs: list = field(default_factory=list)     # numbers of the runs it waits for
+    trial: dict | None = None   # a search's trial: {"number": k, "params": {flag: value}}
 
     @property
     def kind(self) -> str:
@@ -444,4 +445,5 @@ def trial_run(search: Run, k: int, params: dict) -> Run:
     trial = Run(f"{search.number}.t{k}", search.script, flags, search.gpus, search.gpus_given,
                 None, needs=list(search.needs))
     trial.settings = _parse(Path("plan"), trial, trial.flags)
+    trial.trial = {"number": k, "params": dict(params)}
     return trial

@@ -53,6 +53,7 @@ class Launch:
     error: str = ""        # why the executor says it failed, when the log cannot
     started: float = field(default_factory=time.time)
     offset: int = -1       # the log's size before this attempt wrote to it (-1: read at creation)
+    env: dict = field(default_factory=dict)  # variables of its own (a search trial's number and values)
 
     def __post_init__(self):
         if self.offset < 0:

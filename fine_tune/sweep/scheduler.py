@@ -11,6 +11,7 @@ from collections import deque
 from pathlib import Path
 
 import fine_tune.sweep.plan as plans
+from fine_tune.sweep import tracking
 from fine_tune.sweep.runs import Launch, Outcome, duration, last_line, say
 from fine_tune.sweep.search import Search
 
@@ -69,7 +70,8 @@ class Sweep:
             for key in ("device_id", "tdevice_id", "gate_device_id"):
                 flags.pop(key, None)
             flags |= {k: v for k, v in devices.items() if v is not None and plans.takes(run.script, k)}
-        launch = Launch(run, plans.to_argv(flags), self.log_path(run), slot=slot)
+        launch = Launch(run, plans.to_argv(flags), self.log_path(run), slot=slot,
+                        env=tracking.run_environment(run))
         try:
             self.executor.start(launch)
         except Exception as error:  # (e.g. sbatch refused the job: a QOS or account limit)

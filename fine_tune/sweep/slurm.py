@@ -21,12 +21,15 @@ class Command:
     pre-emption or a time-out Slurm signals the job; submitit then asks `checkpoint` for
     what to requeue: the same command with --resume."""
 
-    def __init__(self, run: plans.Run, argv: list, log: Path, gpus: int, cwd: str):
+    def __init__(self, run: plans.Run, argv: list, log: Path, gpus: int, cwd: str,
+                 env: dict | None = None):
         self.run, self.argv, self.log, self.gpus, self.cwd = run, argv, log, gpus, cwd
+        self.env = dict(env or {})  # the run's own variables (a search trial's)
         self.process = None
 
     def __call__(self) -> int:
         os.chdir(self.cwd)
+        os.environ.update(getattr(self, "env", {}))  # (jobs pickled before it had none)
         argv = self.argv
         if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
             # Slurm requeued this job (a node failure, scontrol requeue, a pre-emption): it
@@ -48,7 +51,8 @@ class Command:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
         return submitit.helpers.DelayedSubmission(Command(self.run, resumed(self.run, self.argv),
-                                                          self.log, self.gpus, self.cwd))
+                                                          self.log, self.gpus, self.cwd,
+                                                          getattr(self, "env", {})))
 
 
 def resumed(run: plans.Run, argv: list) -> list:
@@ -190,7 +194,7 @@ class SubmititExecutor:
         executor.update_parameters(**parameters)
         launch.log.parent.mkdir(parents=True, exist_ok=True)
         launch.handle = executor.submit(Command(launch.run, launch.argv, launch.log, gpus,
-                                                     os.getcwd()))
+                                                     os.getcwd(), launch.env))
         self.jobs[launch.run.number] = launch.handle
         if self.cluster == "slurm":
             self.submitted[self.key(launch.run)] = launch.handle.job_id

@@ -39,9 +39,11 @@ def evaluate_checkpoint(run: TrainingRun, step: int, log: TrainingLog, splits=No
         row, predicted = score(run.model, task, data, run.args.eval_batch_size, run.device,
                                amp=run.amp, desc=f"{split} model-{step}")
         distributed.agreed(lambda: record_results(  # rank 0 writes; all hear of a failure
-            run.experiment, task, split, data, [({"step": step} | row, predicted)]), main_only=True)
+            run.experiment, task, split, data, [({"step": step} | row, predicted)],
+            tensorboard=log.tensorboard), main_only=True)
         if distributed.is_main():
             log.note(f"{run.experiment.name} {split} model-{step}.pt: {scores_text(task, row)}")
+            log.trackers.log_evaluation(task, split, [{"step": step} | row])
     run.model.train()
     log.restart_clock()  # examples/s measures training alone
 

@@ -1,6 +1,7 @@
 """The training log: loss terms, learning rates, gradient norms and the objective's
-statistics every --log_step, to tensorboard, train_log.csv and the terminal (a tqdm bar,
-or plain lines when stderr is not a terminal), with the examples/s of the interval."""
+statistics every --log_step, to tensorboard, train_log.csv, the --report_to trackers and
+the terminal (a tqdm bar, or plain lines when stderr is not a terminal), with the
+examples/s of the interval."""
 import csv
 import io
 import sys
@@ -14,6 +15,7 @@ from fine_tune import distributed
 from fine_tune.experiment import Experiment
 from fine_tune.progress import interactive, log_line, progress
 from fine_tune.results import TRAIN_LOG
+from fine_tune.trackers import Trackers
 
 
 class TrainingLog:
@@ -25,8 +27,11 @@ class TrainingLog:
     when stderr is not a terminal (nohup, slurm, `> log 2>&1`), one plain line per
     --log_step."""
 
-    def __init__(self, experiment: Experiment, start: int, total_step: int):
+    def __init__(self, experiment: Experiment, start: int, total_step: int,
+                 tensorboard: bool = True, trackers=None):
         self.experiment, self.start, self.total_step = experiment, start, total_step
+        self.tensorboard = tensorboard  # --report_to: event files, or none
+        self.trackers = trackers if trackers is not None else Trackers(experiment, (), "train")
         self.writer = None
         self.csv_columns = None
         self.interactive = interactive()
@@ -51,7 +56,7 @@ class TrainingLog:
 
     def write(self, step: int, means: dict, groups: list, statistics: dict | None = None) -> None:
         """(Under torchrun rank 0 alone writes: `train` calls it through distributed.agreed.)"""
-        if self.writer is None:
+        if self.writer is None and self.tensorboard:
             self.writer = SummaryWriter(self.experiment.path / "log", purge_step=self.start + 1)
         total = sum(means.values())
         now = time.perf_counter()
@@ -62,9 +67,11 @@ class TrainingLog:
             row[f"lr/{group.name}"] = group.lr()
             row[f"grad_norm/{group.name}"] = float(group.grad_norm)
         row |= statistics or {}
-        for tag, value in row.items():
-            self.writer.add_scalar(tag, value, step)
+        if self.writer is not None:
+            for tag, value in row.items():
+                self.writer.add_scalar(tag, value, step)
         self._append_csv({"step": step} | row | {"examples_per_s": speed})
+        self.trackers.log_training(step, row | {"examples_per_s": speed})
         if self.interactive:
             self.bar.set_postfix(loss=f"{total:.4f}", lr=f"{groups[0].lr():.2e}")
         else:

@@ -22,6 +22,7 @@ from torch import nn
 from fine_tune import distributed
 from fine_tune.data import pad_multiple
 from fine_tune.errors import Interrupted
+from fine_tune.glue import get_task
 from fine_tune.modeling import autocast, has_padding, prepared_attention_mask
 from fine_tune.training.checkpoints import evaluate_checkpoint, finish_checkpoint, prune_checkpoints
 from fine_tune.training.guard import NonFiniteGuard
@@ -30,6 +31,7 @@ from fine_tune.training.optim import make_groups
 from fine_tune.training.order import BatchOrder
 from fine_tune.training.run import TrainingRun
 from fine_tune.training.state import restore, save_train_state, save_weights
+from fine_tune.trackers import Trackers
 
 
 def train(run: TrainingRun) -> None:
@@ -49,8 +51,13 @@ def train(run: TrainingRun) -> None:
     total_step = args.total_step
     interval = IntervalSums()  # loss terms and statistics since the last log, on the device
     guard = NonFiniteGuard()
-    log = TrainingLog(experiment, start, total_step)
+    report_to = getattr(args, "report_to", ("tensorboard",))
+    # (rank 0 alone reports; the trackers' runs continue across --resume)
+    tracked = Trackers(experiment, report_to if distributed.is_main() else (), "train")
+    log = TrainingLog(experiment, start, total_step, tensorboard="tensorboard" in report_to,
+                      trackers=tracked)
     step = start
+    finished = False
     try:
         if start and run.eval_data:
             # Killed while the checkpoint it resumes from was being scored: score it now
@@ -84,6 +91,7 @@ def train(run: TrainingRun) -> None:
                 if run.eval_data:
                     evaluate_checkpoint(run, step, log)
                 distributed.agreed(lambda: prune_checkpoints(run, step), main_only=True)
+        finished = True
     except KeyboardInterrupt:
         steps = experiment.checkpoint_steps()
         stopped = f"training of {experiment.name} stopped at step {step} of {total_step}"
@@ -94,6 +102,9 @@ def train(run: TrainingRun) -> None:
                           "--resume starts again from step 0") from None
     finally:
         log.close()
+        if finished and run.eval_data:
+            tracked.log_best(get_task(args.task))
+        tracked.finish(failed=not finished)
     distributed.barrier()  # every rank ends after rank 0's last save
     steps = experiment.checkpoint_steps()
     print(f"done: checkpoint{'s' * (len(steps) > 1)} at step{'s' * (len(steps) > 1)} "

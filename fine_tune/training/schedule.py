@@ -23,7 +23,9 @@ def check_padding(args, objective: Objective) -> None:
 
 def check_training_args(args) -> None:
     """Flag combinations argparse cannot check on its own."""
+    from fine_tune import trackers
     task_file(args.task, args.dataset)  # the task has that split
+    trackers.check(getattr(args, "report_to", ()))  # a tracker that cannot work: before anything
     labelled = get_task(args.task).labelled_splits()
     during = getattr(args, "eval_during_training", None) or []
     for split in during:
