@@ -215,7 +215,7 @@ def test_jobs_survive_preemption_a_time_limit_and_a_killed_sweep(work, cluster):
     as a real limit takes minutes to come) and requeues itself with --resume; a third run
     with gpus = 2 gets two GPUs and runs under torchrun in its job. Every teacher ends with
     the weights of an uninterrupted run."""
-    long_run = "total_step = 400\nckpt_step = 20\nlog_step = 100\n"
+    long_run = "total_step = 300\nckpt_step = 20\nlog_step = 100\n"
     plan = COMMON + f"""
 [[run]]
 script = "run_fine_tune.py"
@@ -282,7 +282,7 @@ gpus = 2
     command = pre_attempts[0].split("run_fine_tune.py ", 1)[1].split()
     run_script("run_fine_tune.py", *command, "--exp_dir", "here", cwd=work)
     for name in ("limit", "pre"):
-        assert_bitwise_equal(weights(exp / f"{name}_bert_mnli", 400), weights(work / "here" / "pre_bert_mnli", 400))
+        assert_bitwise_equal(weights(exp / f"{name}_bert_mnli", 300), weights(work / "here" / "pre_bert_mnli", 300))
 
     # gpus = 2: a job with two GPUs, its script under torchrun with two processes.
     job = recorded["3 run_fine_tune.py two"]
