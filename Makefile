@@ -27,8 +27,8 @@ WARM_TORCH := import torch, transformers, torch.distributed.run, torch.utils.ten
   from transformers import BertForSequenceClassification, BertTokenizerFast; \
   import fine_tune.cli, fine_tune.teacher, fine_tune.lad, fine_tune.evaluation
 WARM_REST := import pandas, sklearn.metrics, matplotlib.pyplot, tqdm, optuna, submitit, \
-  pyarrow.parquet, pytest, xdist; \
-  import fine_tune.report, fine_tune.compare, fine_tune.sweep, fine_tune.download
+  pyarrow.parquet, pytest, xdist, wandb, mlflow.tracking, mlflow.store.tracking.sqlalchemy_store; \
+  import fine_tune.report, fine_tune.compare, fine_tune.sweep, fine_tune.download, fine_tune.trackers
 
 $(VENV)/installed: requirements.txt | python-check
 	$(PYTHON) -m venv $(VENV)
