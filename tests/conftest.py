@@ -126,7 +126,7 @@ def seed_flags(command: str, **changes) -> list[str]:
 # its two workers in this order, so the long ones start at once and the many short ones
 # fill in around them, and both workers finish at about the same time. The Slurm tests
 # come first: the longest in time, though mostly waiting for the cluster's jobs.
-SLOWEST_FIRST = ["test_slurm", "test_gpu_check", "test_sweep", "test_fast_path", "test_peer_trainer",
+SLOWEST_FIRST = ["test_slurm", "test_gpu_check", "test_sweep", "test_trackers", "test_fast_path", "test_peer_trainer",
                  "test_torchrun", "test_download", "test_trust", "test_report",
                  "test_distillation_e2e", "test_resume", "test_ablations", "test_inference_bench",
                  "test_download_hub", "test_errors", "test_results_store",
