@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Every test process, and every script it starts, computes on one thread: `make test` runs
-# two pytest-xdist workers, one per core (two threads per worker would make four on two
+# three pytest-xdist workers on two cores (two threads per worker would oversubscribe the
 # cores, which slows torch several times), and scripts forked from a test (tests/forked.py)
 # can only run on one. Without xdist too, so that a test and the processes it compares
 # against reduce in the same order (bitwise-equal resumes depend on it).
@@ -123,7 +123,7 @@ def seed_flags(command: str, **changes) -> list[str]:
 # ---- the order of the files, and `make test-quick` -------------------------------------
 
 # The slowest files first (measured; see docs/tests.md): `make test` hands whole files to
-# its two workers in this order, so the long ones start at once and the many short ones
+# its workers in this order, so the long ones start at once and the many short ones
 # fill in around them, and both workers finish at about the same time. The Slurm tests
 # come first: the longest in time, though mostly waiting for the cluster's jobs.
 SLOWEST_FIRST = ["test_slurm", "test_gpu_check", "test_sweep", "test_trackers", "test_fast_path", "test_peer_trainer",
