@@ -138,6 +138,9 @@ QUICK = os.environ.get("FINE_TUNE_TEST_QUICK") == "1"
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts a process or trains more than a few steps "
                                        "(left out by make test-quick)")
+    config.addinivalue_line("markers", "bench: a benchmark's or the GPU check's dry run, a "
+                                       "dozen fresh processes each (make test-bench; CI runs "
+                                       "it after make test)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,6 +12,7 @@ from conftest import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_check"
     result = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), str(out), "--cpu", "--no_compile"],

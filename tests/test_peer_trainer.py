@@ -22,6 +22,7 @@ def run(args, cwd, timeout=300):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_smoke_runs_both_sides_and_writes_the_table(tmp_path):
     output = tmp_path / "out" / "peer.json"
     # (the length-grouped pair is the same path with one flag per side, and two more
