@@ -219,12 +219,14 @@ def run_tags(config: dict) -> dict:
 class Trackers:
     """The external trackers of --report_to for one experiment (empty: nothing to do)."""
 
-    def __init__(self, experiment, names, kind: str):
+    def __init__(self, experiment, names, kind: str, fresh: bool = False):
+        """`fresh`: a training run that is not a --resume starts new tracker runs (a
+        trackers.json left by an earlier start that saved no checkpoint is not continued)."""
         self.experiment, self.active, self.kind, self.saved = experiment, {}, kind, {}
         names = [name for name in names if name in EXTERNAL]
         if not names:
             return
-        self.saved = self._read_state()
+        self.saved = {} if fresh else self._read_state()
         config = json.loads((experiment.path / "config.json").read_text())
         tags = run_tags(config)
         for name in names:

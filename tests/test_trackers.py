@@ -297,3 +297,18 @@ def test_under_torchrun_rank_0_alone_reports(tracked, tmp_path):
     log = pd.read_csv(work / "exp" / "teacher_base_bert_mnli" / "train_log.csv")
     assert [s for s, _ in history(client, runs[0].info.run_id, "loss/ce")] == log["step"].tolist() == [3, 6]
     assert [s for s, _ in history(client, runs[0].info.run_id, "eval/dev_matched/accuracy")] == [3, 6]
+
+
+def test_a_new_run_into_a_folder_left_without_checkpoints_starts_new_tracker_runs(tracked, tmp_path):
+    """Killed before its first checkpoint, a run may start again without --resume (with
+    other settings, even): it is a new run for the trackers too, with every step."""
+    work = tracked
+    flags = seed_flags(TEACHER) + ["--report_to", "mlflow"]
+    assert run_hooked("kill_after_step", 4, "run_fine_tune.py", flags, work).returncode == -9
+    assert (work / "exp" / "teacher_base_bert_mnli" / "trackers.json").is_file()
+    run_script("run_fine_tune.py", *seed_flags(TEACHER, lr="5e-4"), "--report_to", "mlflow", cwd=work)
+    client, runs = mlflow_runs(tmp_path.name)
+    assert len(runs) == 2
+    newest = max(runs, key=lambda run: run.info.start_time)
+    assert newest.data.params["lr"] == "0.0005" and newest.info.status == "FINISHED"
+    assert [s for s, _ in history(client, newest.info.run_id, "loss/ce")] == [3, 6, 9, 12, 14]

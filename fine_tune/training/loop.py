@@ -53,7 +53,8 @@ def train(run: TrainingRun) -> None:
     guard = NonFiniteGuard()
     report_to = getattr(args, "report_to", ("tensorboard",))
     # (rank 0 alone reports; the trackers' runs continue across --resume)
-    tracked = Trackers(experiment, report_to if distributed.is_main() else (), "train")
+    tracked = Trackers(experiment, report_to if distributed.is_main() else (), "train",
+                       fresh=not getattr(args, "resume", False))
     log = TrainingLog(experiment, start, total_step, tensorboard="tensorboard" in report_to,
                       trackers=tracked)
     step = start
