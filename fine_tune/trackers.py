@@ -100,12 +100,15 @@ class Mlflow:
                                 "that answers (or to a local store, e.g. sqlite:///mlflow.db)") from None
 
     def __init__(self, experiment, config: dict, tags: dict, state: dict, kind: str):
+        quiet_mlflow()
         from mlflow.tracking import MlflowClient
         self.client = MlflowClient()
-        self.run_id = state.get("run_id")
+        self.run_id, self.kind, self.created = state.get("run_id"), kind, False
         if self.run_id is not None:
             try:
-                self.client.update_run(self.run_id, status="RUNNING")
+                self.client.get_run(self.run_id)
+                if kind == "train":  # (an evaluation leaves the status to the training)
+                    self.client.update_run(self.run_id, status="RUNNING")
                 return
             except Exception:  # (the store was reset, or another store: a new run)
                 self.run_id = None
@@ -115,7 +118,7 @@ class Mlflow:
         parent = os.environ.get("FINE_TUNE_MLFLOW_PARENT")
         run_tags = tags | ({"mlflow.parentRunId": parent} if parent else {})
         run = self.client.create_run(experiment_id, run_name=experiment.name, tags=run_tags)
-        self.run_id = run.info.run_id
+        self.run_id, self.created = run.info.run_id, True
         from mlflow.entities import Param
         params = [Param(key, str(value)[:6000]) for key, value in sorted(config.items())
                   if key != "command"]
@@ -136,7 +139,22 @@ class Mlflow:
         self.log(step, values)
 
     def finish(self, failed: bool) -> None:
-        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        # An evaluation of an experiment whose training made the run leaves its status to
+        # the training (which may still be running); one that made the run ends it.
+        if self.kind == "train" or self.created:
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+
+def quiet_mlflow() -> None:
+    """MLflow as a tracker that is never in the way: a server that fails is given up after
+    one try of at most 10 s per call, not retried for minutes (unless the user set
+    MLflow's own variables), and MLflow's info lines (creating a store's tables) are not
+    printed."""
+    import logging
+    for variable, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        os.environ.setdefault(variable, value)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # ---- Weights & Biases ----------------------------------------------------------------------
@@ -246,8 +264,8 @@ class Trackers:
             return
         values = _finite(row)
         for name in self._each_new(lambda sent: step > sent.get("train_step", 0)):
-            self._call(name, "log", step, values)
-            self.saved[name]["train_step"] = step
+            if self._call(name, "log", step, values):  # (a failed send is not recorded)
+                self.saved[name]["train_step"] = step
         self._write_state()
 
     def log_evaluation(self, task, split: str, rows: list) -> None:
@@ -261,8 +279,8 @@ class Trackers:
             values = _finite({f"eval/{split}/{metric}{suffix}": row[metric]
                               for metric in get_task(task.trained_as).metrics if metric in row})
             for name in self._each_new(lambda sent: step not in sent.get("evaluated", {}).get(key, [])):
-                self._call(name, "log", step, values)
-                self.saved[name].setdefault("evaluated", {}).setdefault(key, []).append(step)
+                if self._call(name, "log", step, values):
+                    self.saved[name].setdefault("evaluated", {}).setdefault(key, []).append(step)
         self._write_state()
 
     def log_best(self, task) -> None:
@@ -284,7 +302,16 @@ class Trackers:
             for metric in get_task(task.trained_as).metrics:
                 if len(rows) and metric in rows.columns:
                     values[f"best/{split}/{metric}"] = rows[metric].iloc[0]
-        self._each("summary", best.step, _finite(values))
+        values = _finite(values)
+        for name in list(self.active):
+            # Each value once: only those new or changed since the last time (another
+            # best step sends them all).
+            sent = self.saved.setdefault(name, {}).get("best") or {}
+            known = sent.get("values", {}) if sent.get("step") == best.step else {}
+            new = {key: value for key, value in values.items() if known.get(key) != value}
+            if new and self._call(name, "summary", best.step, new):
+                self.saved[name]["best"] = {"step": best.step, "values": known | new}
+        self._write_state()
 
     def finish(self, failed: bool = False) -> None:
         self._each("finish", failed)
@@ -296,14 +323,17 @@ class Trackers:
         return [name for name in list(self.active)
                 if unsent(self.saved.setdefault(name, {}))]
 
-    def _call(self, name: str, method: str, *args) -> None:
+    def _call(self, name: str, method: str, *args) -> bool:
+        """Whether it worked (a tracker that fails is dropped, with a warning)."""
         tracker = self.active.get(name)
         if tracker is None:
-            return
+            return False
         try:
             getattr(tracker, method)(*args)
+            return True
         except Exception as error:  # a tracker never stops training
             self._warn(name, error)
+            return False
 
     def _each(self, method: str, *args) -> None:
         for name in list(self.active):
@@ -311,7 +341,12 @@ class Trackers:
 
     def _warn(self, name: str, error: Exception) -> None:
         import sys
-        self.active.pop(name, None)
+        tracker = self.active.pop(name, None)
+        try:  # (end its run as failed, where the tracker still answers)
+            if tracker is not None:
+                tracker.finish(True)
+        except Exception:
+            pass
         print(f"warning: --report_to {name} failed ({first_line(error)}); the run goes on without "
               f"it (its files and TensorBoard are unaffected)", file=sys.stderr, flush=True)
 
@@ -323,17 +358,39 @@ class Trackers:
             return {}
 
     def _write_state(self) -> None:
-        """trackers.json: per tracker, its run id, the last training step and the evaluated
-        (split, step) sent to it."""
+        """trackers.json: per tracker, its run id, the last training step, the evaluated
+        (split, step) and the best scores sent to it. Merged with the file under the
+        results store's lock: an evaluation may report while the training does."""
         from fine_tune.io import atomic_write_json
+        from fine_tune.results import store_lock
         for name, tracker in self.active.items():
             self.saved.setdefault(name, {}).update(tracker.state())
-        state = self.saved
         try:
-            atomic_write_json(state, self.experiment.path / STATE)
+            with store_lock(self.experiment.path):
+                self.saved = _merged(self._read_state(), self.saved)
+                atomic_write_json(self.saved, self.experiment.path / STATE)
         except OSError as error:
             raise UserError(f"cannot write {self.experiment.path / STATE} ({error.strerror or error}): "
                             f"free disk space or fix the permissions of {self.experiment.path}") from None
+
+
+def _merged(on_disk: dict, mine: dict) -> dict:
+    """Two views of trackers.json as one: per tracker, my run id (else the file's), the
+    later training step, every evaluated step of either, my best (else the file's)."""
+    merged = dict(on_disk)
+    for name, sent in mine.items():
+        theirs = on_disk.get(name, {}) if isinstance(on_disk.get(name), dict) else {}
+        if theirs.get("run_id") not in (None, sent.get("run_id")):
+            merged[name] = sent  # (another tracker run: mine replaces it)
+            continue
+        entry = theirs | sent
+        entry["train_step"] = max(theirs.get("train_step", 0), sent.get("train_step", 0))
+        evaluated = {key: list(steps) for key, steps in theirs.get("evaluated", {}).items()}
+        for key, steps in sent.get("evaluated", {}).items():
+            evaluated[key] = sorted(set(evaluated.get(key, [])) | set(steps))
+        entry["evaluated"] = evaluated
+        merged[name] = entry
+    return merged
 
 
 def _finite(values: dict) -> dict:

@@ -147,12 +147,14 @@ def test_a_killed_run_continues_its_mlflow_run_and_evaluations_join_it(tracked, 
     assert [s for s, _ in history(client, run.info.run_id, "eval/dev_mismatched/macro_f1")] == \
         mismatched["step"].tolist() == [5, 10, 14]
     best = dev.loc[dev["accuracy"].idxmax()]
-    assert history(client, run.info.run_id, "best/dev_matched/accuracy")[-1] == \
-        (int(best["step"]), pytest.approx(best["accuracy"]))
+    assert history(client, run.info.run_id, "best/dev_matched/accuracy") == \
+        [(int(best["step"]), pytest.approx(best["accuracy"]))]  # (once, though evaluated twice)
+    assert len(history(client, run.info.run_id, "best/dev_mismatched/accuracy")) == 1
     # Evaluating again sends nothing twice.
     run_script("run_fine_tune_eval.py", "--experiment", "teacher_base", "--dataset", "dev_mismatched",
                "--device_id", "-1", "--report_to", "mlflow", cwd=work)
     assert [s for s, _ in history(client, run.info.run_id, "eval/dev_mismatched/macro_f1")] == [5, 10, 14]
+    assert len(history(client, run.info.run_id, "best/dev_mismatched/accuracy")) == 1
 
 
 def test_an_interrupted_run_continues_its_wandb_run_and_evaluations_join_it(tracked, tmp_path):
@@ -180,7 +182,9 @@ def test_an_interrupted_run_continues_its_wandb_run_and_evaluations_join_it(trac
         dev["step"].tolist() == [5, 10, 14]
     assert [row["global_step"] for row in rows if "eval/dev_mismatched/accuracy" in row] == [5, 10, 14]
     best = dev.loc[dev["accuracy"].idxmax()]
-    assert attempts[-1][4]["best/dev_matched/accuracy"] == pytest.approx(best["accuracy"])
+    summary = {key: value for attempt in attempts for key, value in attempt[4].items()}
+    assert summary["best/dev_matched/accuracy"] == pytest.approx(best["accuracy"])
+    assert "best/dev_mismatched/accuracy" in attempts[-1][4]  # (what the evaluation added)
 
 
 def test_without_tensorboard_no_event_files(tracked):
@@ -312,3 +316,82 @@ def test_a_new_run_into_a_folder_left_without_checkpoints_starts_new_tracker_run
     newest = max(runs, key=lambda run: run.info.start_time)
     assert newest.data.params["lr"] == "0.0005" and newest.info.status == "FINISHED"
     assert [s for s, _ in history(client, newest.info.run_id, "loss/ce")] == [3, 6, 9, 12, 14]
+
+
+def test_a_failing_mlflow_server_is_given_up_at_once_and_unsent_steps_stay_unsent(tracked, monkeypatch):
+    """A server that answers, then fails (503): one warning, no minutes of retries, and
+    trackers.json records only what arrived."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    calls = {"log-batch": 0}
+
+    class Server(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path.startswith("/health"):
+                return self.reply(200, {})
+            if "experiments/get-by-name" in self.path:
+                return self.reply(200, {"experiment": {"experiment_id": "1", "name": "x",
+                                                       "lifecycle_stage": "active"}})
+            return self.reply(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no"})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if "runs/create" in self.path:
+                return self.reply(200, {"run": {"info": {
+                    "run_id": "run1", "run_uuid": "run1", "experiment_id": "1", "status": "RUNNING",
+                    "start_time": 0, "lifecycle_stage": "active", "run_name": "x"}, "data": {}}})
+            if "log-batch" in self.path:
+                calls["log-batch"] += 1  # the parameters, step 3's row, then failures
+                if calls["log-batch"] > 2:
+                    return self.reply(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "down"})
+            return self.reply(200, {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_address[1]}")
+    started = time.time()
+    try:
+        result = run_script("run_fine_tune.py", *seed_flags(TEACHER), "--report_to", "mlflow", cwd=tracked)
+    finally:
+        server.shutdown()
+    assert time.time() - started < 60  # (MLflow's own retries would take about 4 minutes)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: --report_to mlflow failed (")
+    state = json.loads((tracked / "exp" / "teacher_base_bert_mnli" / "trackers.json").read_text())
+    assert state["mlflow"]["run_id"] == "run1" and state["mlflow"]["train_step"] == 3  # not 6
+
+
+def test_an_evaluation_while_training_reports_leaves_the_run_to_the_training(tracked, tmp_path):
+    """run_fine_tune_eval.py may run while training goes on: its report neither ends the
+    training's MLflow run nor loses what the training recorded as sent, nor the reverse."""
+    from fine_tune.experiment import Experiment
+    from fine_tune.glue import get_task
+    from fine_tune.trackers import Trackers
+    experiment = Experiment(tracked / "exp", "live", "bert", "mnli")
+    experiment.path.mkdir(parents=True)
+    (experiment.path / "config.json").write_text(json.dumps({"task": "mnli", "seed": 1, "method": "teacher",
+                                                             "lr": 0.001}))
+    training = Trackers(experiment, ("mlflow",), "train", fresh=True)
+    training.log_training(3, {"loss/ce": 1.0})
+    evaluation = Trackers(experiment, ("mlflow",), "eval")
+    evaluation.log_evaluation(get_task("mnli"), "dev_mismatched",
+                              [{"step": 3, "amp": "fp32", "accuracy": 0.5, "macro_f1": 0.4}])
+    evaluation.finish()
+    client, runs = mlflow_runs(tmp_path.name)
+    assert len(runs) == 1 and runs[0].info.status == "RUNNING"  # the training's, still going
+    training.log_training(6, {"loss/ce": 0.9})
+    state = json.loads((experiment.path / "trackers.json").read_text())["mlflow"]
+    assert state["train_step"] == 6 and state["evaluated"] == {"dev_mismatched": [3]}
+    training.finish()
+    assert client.get_run(runs[0].info.run_id).info.status == "FINISHED"

@@ -60,6 +60,7 @@ class SweepRun:
         self.folder, self.run_id, self.client = folder, None, None
         path = folder / trackers.STATE
         try:
+            trackers.quiet_mlflow()
             from mlflow.tracking import MlflowClient
             self.client = MlflowClient()
             try:

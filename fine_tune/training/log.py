@@ -61,7 +61,6 @@ class TrainingLog:
         total = sum(means.values())
         now = time.perf_counter()
         speed = self.examples / max(now - self.clock, 1e-9)
-        self.restart_clock()
         row = {f"loss/{name}": value for name, value in means.items()} | {"loss/total": total}
         for group in groups:
             row[f"lr/{group.name}"] = group.lr()
@@ -72,6 +71,7 @@ class TrainingLog:
                 self.writer.add_scalar(tag, value, step)
         self._append_csv({"step": step} | row | {"examples_per_s": speed})
         self.trackers.log_training(step, row | {"examples_per_s": speed})
+        self.restart_clock()  # (the next interval's examples/s counts training alone)
         if self.interactive:
             self.bar.set_postfix(loss=f"{total:.4f}", lr=f"{groups[0].lr():.2e}")
         else:
