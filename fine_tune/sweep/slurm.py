@@ -39,8 +39,12 @@ class Command:
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(command)}\n")
             log.flush()
+            # The run ignores the signal Slurm sends before a time limit (USR2): submitit's
+            # handler in this process answers it (`checkpoint`: stop the run, requeue the
+            # job with --resume). Killed by it as well, the run could end this job as
+            # failed before the handler had requeued it.
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, preexec_fn=_ignore_usr2)
             code = self.process.wait()
         if code:
             raise RuntimeError(f"{self.run.label} exited with status {code}; see {self.log}")
@@ -53,6 +57,11 @@ class Command:
         return submitit.helpers.DelayedSubmission(Command(self.run, resumed(self.run, self.argv),
                                                           self.log, self.gpus, self.cwd,
                                                           getattr(self, "env", {})))
+
+
+def _ignore_usr2() -> None:
+    import signal
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def resumed(run: plans.Run, argv: list) -> list:
