@@ -60,7 +60,7 @@ test: python-check $(VENV)/installed
 
 # The dry runs of the GPU check (bench/gpu_check.sh --cpu) and of the Trainer comparison
 # (bench/peer_trainer.py --smoke): they keep the benchmark scripts from rotting, but start
-# a dozen fresh processes each (73-78 s from a fresh clone), so they are a target of their own; CI
+# a dozen fresh processes each (73-87 s from a fresh clone), so they are a target of their own; CI
 # (.ci/run) runs it after make test.
 test-bench: python-check $(VENV)/installed
 	$(PYTEST) -m bench --durations=5 tests
