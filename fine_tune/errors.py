@@ -27,8 +27,10 @@ def wait_for_rank_0(limit_s: float = 30) -> None:
     """A quiet process that found an error rank 0 also finds: give rank 0 the time to say
     it. Exiting at once would race it: torchrun stops every other process as soon as one
     fails, and rank 0 (slower to import, say) would be stopped before it printed anything.
-    torchrun ends this wait by stopping this process once rank 0 has exited."""
-    time.sleep(limit_s)
+    torchrun ends this wait by stopping this process once rank 0 has exited. (Only under
+    torchrun's launcher, which sets TORCHELASTIC_RUN_ID: another launcher may not.)"""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        time.sleep(limit_s)
 
 
 def run_cli(main, args) -> None:
