@@ -24,11 +24,13 @@ def quiet_process() -> bool:
 
 
 def wait_for_rank_0(limit_s: float = 30) -> None:
-    """A quiet process that found an error rank 0 also finds: give rank 0 the time to say
-    it. Exiting at once would race it: torchrun stops every other process as soon as one
-    fails, and rank 0 (slower to import, say) would be stopped before it printed anything.
-    torchrun ends this wait by stopping this process once rank 0 has exited. (Only under
-    torchrun's launcher, which sets TORCHELASTIC_RUN_ID: another launcher may not.)"""
+    """A quiet process that found a flag error, which rank 0 finds too: give rank 0 the
+    time to say it. Exiting at once would race it: torchrun stops every other process as
+    soon as one fails, and rank 0 (slower to import, say) would be stopped before it
+    printed anything. torchrun ends this wait by stopping this process once rank 0 has
+    exited. (Only under torchrun's launcher, which sets TORCHELASTIC_RUN_ID, and only for
+    flag errors, found before the processes join: errors found after it are agreed on
+    through the process group, where a rank that sleeps would hold the others up.)"""
     if os.environ.get("TORCHELASTIC_RUN_ID"):
         time.sleep(limit_s)
 
@@ -43,8 +45,6 @@ def run_cli(main, args) -> None:
     except UserError as error:
         if not (isinstance(error, SharedError) and quiet_process()):
             print(f"error: {error}", file=sys.stderr)
-        elif not isinstance(error, Interrupted):
-            wait_for_rank_0()
         sys.exit(130 if isinstance(error, Interrupted) else 2)
     except KeyboardInterrupt:
         if not quiet_process():
