@@ -112,9 +112,7 @@ class Mlflow:
                 return
             except Exception:  # (the store was reset, or another store: a new run)
                 self.run_id = None
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", MLFLOW_EXPERIMENT)
-        found = self.client.get_experiment_by_name(name)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        experiment_id = mlflow_experiment_id(self.client)
         parent = os.environ.get("FINE_TUNE_MLFLOW_PARENT")
         run_tags = tags | ({"mlflow.parentRunId": parent} if parent else {})
         run = self.client.create_run(experiment_id, run_name=experiment.name, tags=run_tags)
@@ -143,6 +141,13 @@ class Mlflow:
         # the training (which may still be running); one that made the run ends it.
         if self.kind == "train" or self.created:
             self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+
+def mlflow_experiment_id(client) -> str:
+    """The MLflow experiment runs go to: MLFLOW_EXPERIMENT_NAME, else fine_tune (made if new)."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", MLFLOW_EXPERIMENT)
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
 
 
 def quiet_mlflow() -> None:

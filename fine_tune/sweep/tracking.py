@@ -73,11 +73,8 @@ class SweepRun:
                 except Exception:  # (another store now: a new parent)
                     self.run_id = None
             if self.run_id is None:
-                experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", trackers.MLFLOW_EXPERIMENT)
-                found = self.client.get_experiment_by_name(experiment)
-                experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
                 self.run_id = self.client.create_run(
-                    experiment_id, run_name=f"sweep {name}",
+                    trackers.mlflow_experiment_id(self.client), run_name=f"sweep {name}",
                     tags={"sweep": name, "plan": str(plan.path), "kind": "sweep"}).info.run_id
             from fine_tune.io import atomic_write_json
             folder.mkdir(parents=True, exist_ok=True)
